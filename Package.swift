@@ -1,0 +1,50 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+// System libraries come from Debian's -dev packages (apt names in `providers`).
+// Each library module links only the system libraries it uses.
+let package = Package(
+    name: "cvm-cli",
+    platforms: [.macOS(.v13)],
+    products: [
+        .executable(name: "cvm-cli", targets: ["cvm-cli"]),
+        .executable(name: "cvm-fuzz", targets: ["cvm-fuzz"]),
+        .library(name: "DiskImage", targets: ["DiskImage"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+    ],
+    targets: [
+        // MARK: system libraries
+        .systemLibrary(name: "CZlib", pkgConfig: "zlib",
+                       providers: [.apt(["zlib1g-dev"]), .brew(["zlib"])]),
+        .systemLibrary(name: "CDeflate", pkgConfig: "libdeflate",
+                       providers: [.apt(["libdeflate-dev"]), .brew(["libdeflate"])]),
+        .systemLibrary(name: "CQcow", pkgConfig: "libqcow",
+                       providers: [.apt(["libqcow-dev"]), .brew(["libqcow"])]),
+        .systemLibrary(name: "CCurl", pkgConfig: "libcurl",
+                       providers: [.apt(["libcurl4-openssl-dev"]), .brew(["curl"])]),
+        .systemLibrary(name: "COpenSSL", pkgConfig: "openssl",
+                       providers: [.apt(["libssl-dev"]), .brew(["openssl@3"])]),
+        .systemLibrary(name: "CXML2", pkgConfig: "libxml-2.0",
+                       providers: [.apt(["libxml2-dev"]), .brew(["libxml2"])]),
+
+        // MARK: library modules, one concern each
+        // Errors, file I/O, atomic output, progress, signals: shared by every module.
+        .target(name: "CVMSupport"),
+        // Virtual-disk formats (raw, qcow2, VHD, VMDK, GCP tar.gz), GPT, conversion.
+        .target(name: "DiskImage", dependencies: ["CVMSupport", "CZlib", "CDeflate", "CQcow"]),
+
+        // MARK: executables
+        .executableTarget(name: "cvm-cli", dependencies: [
+            "DiskImage", "CVMSupport",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
+        // Fuzz harness for the format parsers (see docs/fuzzing.md).
+        .executableTarget(name: "cvm-fuzz", dependencies: ["DiskImage"]),
+
+        // MARK: tests
+        .testTarget(name: "DiskImageTests", dependencies: ["DiskImage", "CVMSupport"]),
+        .testTarget(name: "CLITests", dependencies: ["DiskImage", "CVMSupport"]),
+    ]
+)
