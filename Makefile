@@ -1,0 +1,36 @@
+# Fresh-machine entry points (see README.md).
+SHELL := /bin/bash
+SWIFT ?= swift
+BIN := .build/release/cvm-cli
+
+.PHONY: demo demo-deps test build deps test-deps bench clean
+
+## demo: install what is needed, build cvm-cli, build a sample GPT disk and convert it to every cloud format.
+demo: demo-deps
+	$(SWIFT) build -c release --product cvm-cli
+	./scripts/demo.sh $(BIN)
+
+## test: install build + oracle tools, build, run every test.
+test: test-deps
+	$(SWIFT) build --build-tests
+	$(SWIFT) test --skip-build 2>&1 | tee .build/test.log; exit $${PIPESTATUS[0]}
+
+deps:
+	./scripts/install-deps.sh
+
+test-deps:
+	./scripts/install-deps.sh --with-test-tools
+
+build: deps
+	$(SWIFT) build -c release
+
+## bench: ours vs the peer tools on a 4 GiB disk (prints ratios).
+bench: test-deps
+	$(SWIFT) build -c release --product cvm-cli
+	./bench/formats.sh $(BIN)
+
+clean:
+	rm -rf .build
+
+demo-deps:
+	./scripts/install-deps.sh --with-test-tools

@@ -1,0 +1,40 @@
+import ArgumentParser
+import CVMSupport
+import Foundation
+
+@main
+struct CVMCLI: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "cvm-cli",
+        abstract: "Ship confidential-VM disk images and workloads to Azure, GCP, AWS or a local QEMU.",
+        version: CVMVersion.string,
+        subcommands: [Convert.self, Inspect.self]
+    )
+}
+
+enum CVMVersion {
+    static let string = "0.1.0"
+}
+
+/// Runs a command body and turns a `CVMError` into one line on stderr and its exit status
+/// (64 usage, 1 failure, 130 interrupted) — never a trap or a stack trace.
+func runReportingErrors(_ body: () throws -> Void) throws {
+    do {
+        try body()
+    } catch let error as CVMError {
+        printError(error.message)
+        throw ExitCode(error.exitStatus)
+    }
+}
+
+func printError(_ message: String) {
+    FileHandle.standardError.write(Data("cvm-cli: error: \(message)\n".utf8))
+}
+
+/// Prints an Encodable value as one JSON object on stdout.
+func printJSON<T: Encodable>(_ value: T) throws {
+    let encoder = JSONEncoder()
+    encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+    let data = try encoder.encode(value)
+    FileHandle.standardOutput.write(data + Data("\n".utf8))
+}

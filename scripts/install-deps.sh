@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Installs what building and testing cvm-cli needs on a fresh Debian 12 machine (as root).
+# Build: the -dev packages of the system libraries. Tests/benchmarks: the peer tools used as
+# oracles (qemu-img, sgdisk, e2fsprogs, tar, gzip, pigz). None of the oracles is needed at runtime.
+set -euo pipefail
+build_pkgs=(pkg-config zlib1g-dev libdeflate-dev libqcow-dev libcurl4-openssl-dev libssl-dev libxml2-dev)
+test_pkgs=(qemu-utils gdisk e2fsprogs tar gzip pigz coreutils time)
+want=("${build_pkgs[@]}")
+[ "${1:-}" = "--with-test-tools" ] && want+=("${test_pkgs[@]}")
+missing=()
+for p in "${want[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  echo "installing: ${missing[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
