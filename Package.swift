@@ -13,6 +13,7 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/jpsim/Yams", from: "6.0.0"),
     ],
     targets: [
         // MARK: system libraries
@@ -32,12 +33,16 @@ let package = Package(
         // MARK: library modules, one concern each
         // Errors, file I/O, atomic output, progress, signals: shared by every module.
         .target(name: "CVMSupport"),
+        // Hashes (and later signatures) through the system OpenSSL.
+        .target(name: "CVMCrypto", dependencies: ["CVMSupport", "COpenSSL"]),
+        // The workload folder: validation (`workload check`) and its measurement (PCR 23).
+        .target(name: "Workload", dependencies: ["CVMSupport", "CVMCrypto", "Yams"]),
         // Virtual-disk formats (raw, qcow2, VHD, VMDK, GCP tar.gz), GPT, conversion.
         .target(name: "DiskImage", dependencies: ["CVMSupport", "CZlib", "CDeflate", "CQcow"]),
 
         // MARK: executables
         .executableTarget(name: "cvm-cli", dependencies: [
-            "DiskImage", "CVMSupport",
+            "DiskImage", "CVMSupport", "Workload",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         // Fuzz harness for the format parsers (see docs/fuzzing.md).
@@ -45,6 +50,7 @@ let package = Package(
 
         // MARK: tests
         .testTarget(name: "DiskImageTests", dependencies: ["DiskImage", "CVMSupport"]),
+        .testTarget(name: "WorkloadTests", dependencies: ["Workload", "CVMCrypto", "CVMSupport"]),
         .testTarget(name: "CLITests", dependencies: ["DiskImage", "CVMSupport"]),
     ]
 )

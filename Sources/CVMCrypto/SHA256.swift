@@ -1,0 +1,68 @@
+import COpenSSL
+import CVMSupport
+
+/// SHA-256 through OpenSSL's EVP interface (hardware-accelerated where the CPU has SHA
+/// extensions). Streaming: feed any number of chunks, then `finalize()`.
+public struct SHA256Hasher: ~Copyable {
+    private let context: OpaquePointer
+
+    public init() {
+        context = EVP_MD_CTX_new()
+        EVP_DigestInit_ex(context, EVP_sha256(), nil)
+    }
+
+    deinit { EVP_MD_CTX_free(context) }
+
+    public mutating func update(_ bytes: UnsafeRawBufferPointer) {
+        guard let base = bytes.baseAddress, bytes.count > 0 else { return }
+        EVP_DigestUpdate(context, base, bytes.count)
+    }
+
+    public mutating func update(_ bytes: [UInt8]) {
+        bytes.withUnsafeBytes { update($0) }
+    }
+
+    public consuming func finalize() -> [UInt8] {
+        var out = [UInt8](repeating: 0, count: 32)
+        var length: UInt32 = 0
+        out.withUnsafeMutableBufferPointer { _ = EVP_DigestFinal_ex(context, $0.baseAddress, &length) }
+        return out
+    }
+}
+
+public enum SHA256 {
+    public static func hash(_ bytes: [UInt8]) -> [UInt8] {
+        var h = SHA256Hasher()
+        h.update(bytes)
+        return h.finalize()
+    }
+
+    public static func hash(_ string: String) -> [UInt8] { hash(Array(string.utf8)) }
+
+    /// Hashes a file in 1 MiB chunks (never the whole file in memory).
+    public static func hash(fileAt path: String) throws -> [UInt8] {
+        let file = try FileDescriptor.openForReading(path)
+        let size = try file.size()
+        var h = SHA256Hasher()
+        let chunk = 1 << 20
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: chunk, alignment: 16)
+        defer { buffer.deallocate() }
+        var offset: UInt64 = 0
+        while offset < size {
+            let n = try file.readUpTo(into: buffer, at: offset)
+            if n == 0 { break }
+            h.update(UnsafeRawBufferPointer(rebasing: buffer[0..<n]))
+            offset += UInt64(n)
+        }
+        return h.finalize()
+    }
+}
+
+/// Lower-case hex of bytes.
+public func hexString(_ bytes: [UInt8]) -> String {
+    let digits = Array("0123456789abcdef".utf8)
+    var out = [UInt8]()
+    out.reserveCapacity(bytes.count * 2)
+    for b in bytes { out.append(digits[Int(b >> 4)]); out.append(digits[Int(b & 15)]) }
+    return String(decoding: out, as: UTF8.self)
+}
