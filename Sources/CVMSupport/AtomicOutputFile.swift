@@ -25,7 +25,9 @@ public final class AtomicOutputFile: @unchecked Sendable {
         }
         let dir = Self.directory(of: path)
         let base = Self.baseName(of: path)
-        var template = Array("\(dir)/.\(base).cvm-tmp-XXXXXX".utf8CString)
+        Self.removeStaleTemporaries(directory: dir, baseName: base)
+        // The pid in the name lets a later run remove what a killed run (SIGKILL) left behind.
+        var template = Array("\(dir)/.\(base).cvm-tmp-\(getpid())-XXXXXX".utf8CString)
         let fd = template.withUnsafeMutableBufferPointer { mkstemp($0.baseAddress!) }
         guard fd >= 0 else {
             throw CVMError.io("\(path): cannot create a temporary file in \(dir): \(errnoDescription())")
@@ -64,7 +66,25 @@ public final class AtomicOutputFile: @unchecked Sendable {
         SignalCleanup.shared.unregister(temporaryPath)
     }
 
-    static func directory(of path: String) -> String {
+    /// Removes `.<base>.cvm-tmp-<pid>-*` files whose process no longer exists.
+    static func removeStaleTemporaries(directory: String, baseName: String) {
+        guard let dir = opendir(directory) else { return }
+        defer { closedir(dir) }
+        let prefix = ".\(baseName).cvm-tmp-"
+        while let entry = readdir(dir) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
+                String(decoding: raw.prefix { $0 != 0 }, as: UTF8.self)
+            }
+            guard name.hasPrefix(prefix) else { continue }
+            let rest = name.dropFirst(prefix.count)
+            guard let dash = rest.firstIndex(of: "-"), let pid = Int32(rest[..<dash]) else { continue }
+            if kill(pid, 0) != 0 && errno == ESRCH {
+                unlink("\(directory)/\(name)")
+            }
+        }
+    }
+
+    public static func directory(of path: String) -> String {
         guard let slash = path.lastIndex(of: "/") else { return "." }
         let dir = String(path[..<slash])
         return dir.isEmpty ? "/" : dir

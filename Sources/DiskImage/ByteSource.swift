@@ -36,6 +36,12 @@ public final class FileByteSource: ByteSource, @unchecked Sendable {
         size = try file.size()
     }
 
+    /// Reads an already open file (e.g. an anonymous scratch file) of `size` bytes.
+    public init(file: FileDescriptor, size: UInt64) {
+        self.file = file
+        self.size = size
+    }
+
     public func read(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws {
         guard offset <= size, UInt64(buffer.count) <= size - offset else {
             throw CVMError.invalid("\(name): file is truncated (needed \(buffer.count) bytes at offset \(offset), file size is \(size))")
