@@ -39,10 +39,15 @@ let package = Package(
         .target(name: "Workload", dependencies: ["CVMSupport", "CVMCrypto", "Yams"]),
         // Virtual-disk formats (raw, qcow2, VHD, VMDK, GCP tar.gz), GPT, conversion.
         .target(name: "DiskImage", dependencies: ["CVMSupport", "CZlib", "CDeflate", "CQcow"]),
+        // ext4: read a file system, format a new one from a tree of entries (update-disk).
+        .target(name: "EXT4", dependencies: ["CVMSupport"]),
+
+        // update-disk: rebuilds a disk's data partition with a new workload, in any format.
+        .target(name: "DiskUpdate", dependencies: ["CVMSupport", "DiskImage", "EXT4", "Workload"]),
 
         // MARK: executables
         .executableTarget(name: "cvm-cli", dependencies: [
-            "DiskImage", "CVMSupport", "Workload",
+            "DiskImage", "CVMSupport", "Workload", "DiskUpdate",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         // Fuzz harness for the format parsers (see docs/fuzzing.md).
@@ -51,6 +56,8 @@ let package = Package(
         // MARK: tests
         .testTarget(name: "DiskImageTests", dependencies: ["DiskImage", "CVMSupport"]),
         .testTarget(name: "WorkloadTests", dependencies: ["Workload", "CVMCrypto", "CVMSupport"]),
+        .testTarget(name: "DiskUpdateTests", dependencies: ["DiskUpdate", "DiskImage", "EXT4", "Workload", "CVMSupport"]),
         .testTarget(name: "CLITests", dependencies: ["DiskImage", "CVMSupport"]),
+        .testTarget(name: "EXT4Tests", dependencies: ["EXT4", "CVMSupport"]),
     ]
 )

@@ -1,0 +1,158 @@
+import CVMSupport
+import DiskImage
+import EXT4
+import Workload
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// `update-disk`: writes a workload folder into the data partition of a disk image, in any
+/// format, without root, mounting or external tools.
+///
+/// The data partition's ext4 is rebuilt: everything outside `/workload` carries over, `/workload`
+/// becomes the user's folder (root-owned, fixed times), UUID, label and size are kept. The disk is
+/// then re-encoded in one pass with the new partition in place of the old one (other partitions
+/// byte-identical), into a temporary file that replaces the original only once complete and
+/// re-read. Deterministic: same disk + same workload → same bytes.
+public enum UpdateDisk {
+    public struct Options: Sendable {
+        public var workloadPath: String = "workload"
+        /// Write here instead of replacing the input (required for qcow2 and dynamic VHD).
+        public var outputPath: String?
+        /// Output format for `outputPath`; by default the input's format or the output's name.
+        public var outputFormat: OutputFormat?
+        /// 1-based GPT index overriding the lookup by name/label.
+        public var partitionIndex: Int?
+        /// Times of the workload's files (SOURCE_DATE_EPOCH or 0).
+        public var timestamp: UInt64 = SystemInfo.sourceDateEpoch
+        public var writerOptions = WriterOptions()
+        public var showProgress = false
+        public init() {}
+    }
+
+    public struct Result: Sendable {
+        public let disk: String
+        public let output: String
+        public let format: DiskFormat
+        public let partition: GPT.Partition
+        public let filesystem: FilesystemProbe
+        public let measurement: WorkloadMeasurement
+        public let warnings: [WorkloadDiagnostic]
+        public let usedBlocks: UInt64
+        public let blockCount: UInt64
+        public let seconds: Double
+    }
+
+    public static func run(disk path: String, options: Options) throws -> Result {
+        let start = ProgressReporter.now()
+        // 1. The workload must be valid before anything is written.
+        let folder = try WorkloadFolder(path: options.workloadPath)
+        let diagnostics = WorkloadCheck.run(folder: folder)
+        let errors = diagnostics.filter { $0.severity == .error }
+        if !errors.isEmpty {
+            throw CVMError.invalid("\(folder.displayName): \(errors.count) error\(errors.count == 1 ? "" : "s") in the workload, nothing was written; first: \(errors[0]) (run `cvm-cli workload check \(folder.displayName)` for all)")
+        }
+        let measurement = try WorkloadMeasurement.measure(folder)
+
+        // 2. The disk, its format and where the result goes.
+        let source = try FileByteSource(path: path)
+        let reader = try DiskImageFile.open(source: source, path: path)
+        let outputPath = options.outputPath ?? path
+        let outputFormat = try chooseOutputFormat(input: reader.format, path: path, options: options)
+
+        // 3. The data partition and its file system.
+        let inspection = try DiskInspection.inspect(reader, name: path)
+        let partition = try DataPartition.find(in: inspection, name: path, index: options.partitionIndex)
+        guard let fs = inspection.partitions?.first(where: { $0.partition.index == partition.index })?.filesystem,
+              fs.type == "ext4" || fs.type == "ext2" || fs.type == "ext3" else {
+            throw CVMError.invalid("\(path): partition \(partition.index) ('\(partition.name)') holds no ext4 file system; the data partition must be ext4")
+        }
+
+        // 4. Sequential formats (tar.gz) cannot be read at random: copy the partition out first.
+        let scratchDir = AtomicOutputFile.directory(of: outputPath)
+        let oldFS: EXT4BlockSource
+        if reader.isSequential {
+            let copy = try TemporaryFile.anonymous(in: scratchDir, purpose: "the old data partition")
+            try copyPartition(reader, partition, to: copy)
+            oldFS = EXT4FileRange(file: copy, offset: 0, size: partition.size)
+        } else {
+            oldFS = PartitionBlockSource(disk: reader, offset: partition.offset, size: partition.size)
+        }
+
+        // 5. The new file system, into a sparse scratch file of the partition's size.
+        let newFSFile = try TemporaryFile.anonymous(in: scratchDir, purpose: "the new data partition")
+        try newFSFile.truncate(to: partition.size)
+        let summary = try EXT4Rebuild.rebuild(
+            source: oldFS, sourceName: "\(path) partition \(partition.index)",
+            output: EXT4FileRange(file: newFSFile, offset: 0, size: partition.size),
+            outputName: "\(path) partition \(partition.index)",
+            replacing: [Array("workload".utf8)], withHostFolder: folder.root.path,
+            time: EXT4Timestamp(seconds: Int64(clamping: options.timestamp)))
+
+        // 6. Re-encode the disk with the new partition in place, atomically.
+        let newPartition = RawReader(source: FileByteSource(file: newFSFile, size: partition.size))
+        let overlay = try OverlayDiskReader(base: reader, replacing: partition.offset..<(partition.offset + partition.size),
+                                            with: newPartition)
+        let out = try AtomicOutputFile(path: outputPath, overwrite: true)
+        do {
+            let writer = try DiskWriters.make(outputFormat, output: out.descriptor, inputVirtualSize: reader.virtualSize,
+                                              options: options.writerOptions)
+            let progress = ProgressReporter(label: "update-disk", total: reader.virtualSize, enabled: options.showProgress)
+            try DiskConverter().convert(from: overlay, to: writer) { progress.update($0) }
+            progress.finish()
+            try verify(temporary: out.temporaryPath, display: outputPath, partition: partition, filesystem: fs)
+            try out.commit()
+        } catch {
+            out.discard()
+            throw error
+        }
+        return Result(disk: path, output: outputPath, format: outputFormat.diskFormat, partition: partition,
+                      filesystem: fs, measurement: measurement,
+                      warnings: diagnostics.filter { $0.severity == .warning },
+                      usedBlocks: summary.usedBlocks, blockCount: summary.blockCount,
+                      seconds: ProgressReporter.now() - start)
+    }
+
+    static func chooseOutputFormat(input: DiskFormat, path: String, options: Options) throws -> OutputFormat {
+        if let f = options.outputFormat { return f }
+        if let out = options.outputPath {
+            if let byName = OutputFormat.fromFileName(out) { return byName }
+        }
+        switch input {
+        case .raw: return .raw
+        case .vhdFixed: return .vhd
+        case .vmdkStream: return .vmdk
+        case .gcpTarGz: return .tarGz
+        case .qcow2, .vhdDynamic:
+            throw CVMError.usage("\(path): \(input.rawValue) cannot be written back; pass --output PATH with a .raw, .vhd, .vmdk or .tar.gz name (or --format)")
+        }
+    }
+
+    /// Copies the partition's bytes (holes stay holes) out of a sequential reader.
+    static func copyPartition(_ reader: DiskReader, _ p: GPT.Partition, to file: FileDescriptor) throws {
+        try file.truncate(to: p.size)
+        let chunk = 4 << 20
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: chunk, alignment: 4096)
+        defer { buffer.deallocate() }
+        var pos: UInt64 = 0
+        while pos < p.size {
+            let n = Int(min(UInt64(chunk), p.size - pos))
+            let slice = UnsafeMutableRawBufferPointer(rebasing: buffer[0..<n])
+            try reader.read(into: slice, at: p.offset + pos)
+            if !isAllZero(UnsafeRawBufferPointer(slice)) {
+                try file.write(UnsafeRawBufferPointer(slice), at: pos)
+            }
+            pos += UInt64(n)
+        }
+    }
+
+    /// Re-reads the finished temporary output: it must parse in its format, keep the GPT and
+    /// hold the data partition's ext4 with the same UUID and label.
+    static func verify(temporary: String, display: String, partition: GPT.Partition, filesystem: FilesystemProbe) throws {
+        let check = try DiskImageFile.open(temporary)
+        guard let probe = try FilesystemProbe.probe(check, partitionOffset: partition.offset, partitionSize: partition.size),
+              probe == filesystem else {
+            throw CVMError.io("\(display): the written disk does not read back with the data partition's file system; the original is unchanged")
+        }
+    }
+}
