@@ -51,7 +51,7 @@ let package = Package(
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         // Fuzz harness for the format parsers (see docs/fuzzing.md).
-        .executableTarget(name: "cvm-fuzz", dependencies: ["DiskImage"]),
+        .executableTarget(name: "cvm-fuzz", dependencies: ["DiskImage", "EXT4"]),
 
         // MARK: tests
         .testTarget(name: "DiskImageTests", dependencies: ["DiskImage", "CVMSupport"]),

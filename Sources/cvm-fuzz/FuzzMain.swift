@@ -7,6 +7,7 @@
 // - plain: `cvm-fuzz --seed S --iterations N FILE...` runs a deterministic mutation loop over
 //   the seed files; the test suite runs this short seeded run.
 import DiskImage
+import EXT4
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -14,7 +15,9 @@ import Glibc
 #if CVM_LIBFUZZER
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzzOneInput(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
-    FuzzTarget.parse(Array(UnsafeBufferPointer(start: data, count: size)))
+    let bytes = Array(UnsafeBufferPointer(start: data, count: size))
+    FuzzTarget.parse(bytes)
+    EXT4FuzzTarget.parse(bytes)
     return 0
 }
 #else
@@ -47,6 +50,7 @@ struct FuzzMain {
         for i in 0..<iterations {
             let input = mutator.mutate(corpus[i % corpus.count])
             FuzzTarget.parse(input)
+            EXT4FuzzTarget.parse(input)
         }
         print("cvm-fuzz: \(iterations) inputs from \(corpus.count) seeds (seed \(seed)): no crash")
     }
