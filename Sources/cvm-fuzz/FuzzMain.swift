@@ -2,7 +2,7 @@
 //
 // Two builds (docs/fuzzing.md):
 // - libFuzzer: swift build --product cvm-fuzz -Xswiftc -sanitize=fuzzer,address
-//              -Xswiftc -DCVM_LIBFUZZER -Xswiftc -parse-as-library
+//              -Xswiftc -DCVM_LIBFUZZER
 //   then `.build/debug/cvm-fuzz CORPUS_DIR` (libFuzzer's own main and flags).
 // - plain: `cvm-fuzz --seed S --iterations N FILE...` runs a deterministic mutation loop over
 //   the seed files; the test suite runs this short seeded run.
@@ -14,11 +14,25 @@ import Glibc
 
 #if CVM_LIBFUZZER
 @_cdecl("LLVMFuzzerTestOneInput")
-public func fuzzOneInput(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
-    let bytes = Array(UnsafeBufferPointer(start: data, count: size))
+public func fuzzOneInput(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
+    let bytes = data.map { Array(UnsafeBufferPointer(start: $0, count: size)) } ?? []
     FuzzTarget.parse(bytes)
     EXT4FuzzTarget.parse(bytes)
     return 0
+}
+
+@_silgen_name("LLVMFuzzerRunDriver")
+func LLVMFuzzerRunDriver(
+    _ argc: UnsafeMutablePointer<CInt>,
+    _ argv: UnsafeMutablePointer<UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?>,
+    _ callback: @convention(c) (UnsafePointer<UInt8>?, Int) -> CInt) -> CInt
+
+// SwiftPM links an executable's entry point as `<module>_main`; hand control to libFuzzer's driver.
+@_cdecl("cvm_fuzz_main")
+public func cvmFuzzMain(_ argc: CInt, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?) -> CInt {
+    var count = argc
+    var vector = argv
+    return LLVMFuzzerRunDriver(&count, &vector, fuzzOneInput)
 }
 #else
 @main
