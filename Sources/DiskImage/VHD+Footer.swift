@@ -83,7 +83,7 @@ struct VHDFooter: Equatable {
         let stored = bytes.be32(Field.checksum)
         let computed = checksum(of: bytes)
         guard stored == computed else {
-            throw CVMError.invalid("\(name): bad VHD footer checksum: stored 0x\(hex(stored)), computed 0x\(hex(computed)) (footer \(place)); the footer is corrupt")
+            throw CVMError.invalid("\(name): bad VHD footer checksum: stored \(hex32(stored)), computed \(hex32(computed)) (footer \(place)); the footer is corrupt")
         }
         var f = VHDFooter()
         f.features = bytes.be32(Field.features)
@@ -137,7 +137,6 @@ struct VHDFooter: Equatable {
     }
 
     /// Lower-case hexadecimal without prefix, for messages.
-    static func hex<T: BinaryInteger>(_ v: T) -> String { String(v, radix: 16) }
 }
 
 /// The dynamic disk header ("cxsparse", 1024 bytes, big-endian) that dynamic and differencing
@@ -169,7 +168,7 @@ struct VHDDynamicHeader {
         let stored = bytes.be32(Field.checksum)
         let computed = VHDFooter.onesComplementSum(bytes, checksumOffset: Field.checksum)
         guard stored == computed else {
-            throw CVMError.invalid("\(name): bad VHD dynamic header checksum: stored 0x\(VHDFooter.hex(stored)), computed 0x\(VHDFooter.hex(computed)); the header is corrupt")
+            throw CVMError.invalid("\(name): bad VHD dynamic header checksum: stored \(hex32(stored)), computed \(hex32(computed)); the header is corrupt")
         }
         return VHDDynamicHeader(tableOffset: bytes.be64(Field.tableOffset),
                                 maxTableEntries: bytes.be32(Field.maxTableEntries),

@@ -3,6 +3,28 @@ import CVMSupport
 import Foundation
 
 @main
+enum CVMCLIMain {
+    /// Parses and runs; every failure ends as one `cvm-cli: error:` line and its exit status
+    /// (64 for usage errors), help and version as ArgumentParser prints them.
+    static func main() {
+        do {
+            var command = try CVMCLI.parseAsRoot()
+            try command.run()
+        } catch let code as ExitCode {
+            exit(code.rawValue)            // the command already reported
+        } catch {
+            let status = CVMCLI.exitCode(for: error)
+            if status == .success {
+                CVMCLI.exit(withError: error)   // --help, --version
+            }
+            let message = CVMCLI.message(for: error)
+                .split(whereSeparator: \.isNewline).map(String.init).joined(separator: " ")
+            printError(message + " (see 'cvm-cli help')")
+            exit(status.rawValue)
+        }
+    }
+}
+
 struct CVMCLI: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "cvm-cli",
