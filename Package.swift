@@ -42,6 +42,9 @@ let package = Package(
         // ext4: read a file system, format a new one from a tree of entries (update-disk).
         .target(name: "EXT4", dependencies: ["CVMSupport"]),
 
+        // Cloud request signers (SigV4, SharedKey, OAuth assertions) and credential discovery.
+        .target(name: "CloudAuth", dependencies: ["CVMSupport", "CVMCrypto"]),
+
         // update-disk: rebuilds a disk's data partition with a new workload, in any format.
         .target(name: "DiskUpdate", dependencies: ["CVMSupport", "DiskImage", "EXT4", "Workload"]),
 
@@ -59,5 +62,7 @@ let package = Package(
         .testTarget(name: "DiskUpdateTests", dependencies: ["DiskUpdate", "DiskImage", "EXT4", "Workload", "CVMSupport"]),
         .testTarget(name: "CLITests", dependencies: ["DiskImage", "CVMSupport"]),
         .testTarget(name: "EXT4Tests", dependencies: ["EXT4", "CVMSupport"]),
+        .testTarget(name: "CloudAuthTests", dependencies: ["CloudAuth", "CVMCrypto", "CVMSupport"],
+                    exclude: ["Fixtures", "Scripts"]),
     ]
 )

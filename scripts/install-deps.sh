@@ -17,3 +17,12 @@ if [ ${#missing[@]} -gt 0 ]; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
+# Test referees from PyPI (pinned): botocore re-signs SigV4, Microsoft's SDK recomputes SharedKey,
+# cryptography verifies our JWTs.
+if [ "${1:-}" = "--with-test-tools" ]; then
+  command -v python3 >/dev/null || { echo "python3 is required for the test referees" >&2; exit 1; }
+  pip_pkgs=("botocore==1.43.11" "cryptography==48.0.0" "azure-storage-blob==12.31.1")
+  if ! python3 -c 'import botocore, cryptography, azure.storage.blob' 2>/dev/null; then
+    python3 -m pip install -q --disable-pip-version-check "${pip_pkgs[@]}"
+  fi
+fi
