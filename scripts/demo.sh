@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # The main job until the local boot path lands: build a small GPT disk shaped like the
-# confidential base images (ESP, root, ext4 "data"), then take it through every cloud format
-# with cvm-cli and back, checking the round trip byte for byte.
+# confidential base images (ESP, root, ext4 "data"), take it through every cloud format with
+# cvm-cli and back (checking the round trip byte for byte), then write the sample workload into
+# each cloud format's data partition with update-disk.
 set -euo pipefail
 cli=$(realpath "${1:-.build/release/cvm-cli}")
+workload=$(realpath "${WORKLOAD:-workload}")
 work=${DEMO_DIR:-_artifacts/demo}
 rm -rf "$work"; mkdir -p "$work"; cd "$work"
 
@@ -28,5 +30,17 @@ for out in azure_disk.vhd aws_disk.vmdk gcp_disk.tar.gz; do
   "$cli" convert "$out" "back-$out.raw" --force >/dev/null
   # tar.gz rounds up to a whole GiB; the sample is exactly 1 GiB, so all round trips are exact.
   cmp disk.raw "back-$out.raw" && echo "   round trip $out -> raw: identical"
+done
+
+echo "== cvm-cli workload check $workload"
+"$cli" workload check "$workload"
+for disk in aws_disk.vmdk gcp_disk.tar.gz azure_disk.vhd; do
+  echo "== cvm-cli update-disk $disk --workload $workload"
+  "$cli" update-disk "$disk" --workload "$workload"
+done
+echo "== the three updated disks hold the same virtual disk:"
+for disk in aws_disk.vmdk gcp_disk.tar.gz azure_disk.vhd; do
+  "$cli" convert "$disk" "updated-$disk.raw" --force --json >/dev/null
+  sha256sum "updated-$disk.raw"
 done
 ls -ls

@@ -12,6 +12,8 @@ public struct CVMError: Error, CustomStringConvertible, Sendable, Equatable {
         case unsupported
         /// The operation was interrupted by a signal (exit 130).
         case interrupted
+        /// The data does not fit where it must go (a file system, a partition) (exit 1).
+        case noSpace
     }
 
     public let kind: Kind

@@ -56,9 +56,19 @@ public enum UpdateDisk {
 
         // 2. The disk, its format and where the result goes.
         let source = try FileByteSource(path: path)
-        let reader = try DiskImageFile.open(source: source, path: path)
+        var reader = try DiskImageFile.open(source: source, path: path)
         let outputPath = options.outputPath ?? path
         let outputFormat = try chooseOutputFormat(input: reader.format, path: path, options: options)
+        let scratchDir = AtomicOutputFile.directory(of: outputPath)
+
+        // Sequential formats (tar.gz) cannot be read at random, and every look at the disk
+        // (partition table, file systems, old partition, re-encoding) would decompress it
+        // again: unpack it once into a sparse scratch file and read that as raw from here on.
+        if reader.isSequential {
+            let spool = try TemporaryFile.anonymous(in: scratchDir, purpose: "the unpacked disk")
+            try copyRange(reader, offset: 0, size: reader.virtualSize, to: spool)
+            reader = RawReader(source: FileByteSource(file: spool, size: reader.virtualSize))
+        }
 
         // 3. The data partition and its file system.
         let inspection = try DiskInspection.inspect(reader, name: path)
@@ -68,26 +78,27 @@ public enum UpdateDisk {
             throw CVMError.invalid("\(path): partition \(partition.index) ('\(partition.name)') holds no ext4 file system; the data partition must be ext4")
         }
 
-        // 4. Sequential formats (tar.gz) cannot be read at random: copy the partition out first.
-        let scratchDir = AtomicOutputFile.directory(of: outputPath)
-        let oldFS: EXT4BlockSource
-        if reader.isSequential {
-            let copy = try TemporaryFile.anonymous(in: scratchDir, purpose: "the old data partition")
-            try copyPartition(reader, partition, to: copy)
-            oldFS = EXT4FileRange(file: copy, offset: 0, size: partition.size)
-        } else {
-            oldFS = PartitionBlockSource(disk: reader, offset: partition.offset, size: partition.size)
-        }
+        // 4. The old file system, read in place.
+        let oldFS = PartitionBlockSource(disk: reader, offset: partition.offset, size: partition.size)
 
         // 5. The new file system, into a sparse scratch file of the partition's size.
         let newFSFile = try TemporaryFile.anonymous(in: scratchDir, purpose: "the new data partition")
         try newFSFile.truncate(to: partition.size)
-        let summary = try EXT4Rebuild.rebuild(
-            source: oldFS, sourceName: "\(path) partition \(partition.index)",
-            output: EXT4FileRange(file: newFSFile, offset: 0, size: partition.size),
-            outputName: "\(path) partition \(partition.index)",
-            replacing: [Array("workload".utf8)], withHostFolder: folder.root.path,
-            time: EXT4Timestamp(seconds: Int64(clamping: options.timestamp)))
+        let summary: EXT4FormatSummary
+        do {
+            summary = try EXT4Rebuild.rebuild(
+                source: oldFS, sourceName: "\(path) partition \(partition.index)",
+                output: EXT4FileRange(file: newFSFile, offset: 0, size: partition.size),
+                outputName: "\(path) partition \(partition.index)",
+                replacing: [Array("workload".utf8)], withHostFolder: folder.root.path,
+                time: EXT4Timestamp(seconds: Int64(clamping: options.timestamp)))
+        } catch let error as CVMError where error.kind == .noSpace {
+            // The formatter names only the partition; the user needs both sizes to act.
+            let workloadBytes = folder.entries.reduce(UInt64(0)) {
+                if case .file(let size) = $1.kind { return $0 &+ size } else { return $0 }
+            }
+            throw CVMError.invalid("\(path): the workload \(folder.displayName)/ (\(formatBytes(workloadBytes)) in \(folder.entries.count) entries) and the files kept outside workload/ do not fit in data partition \(partition.index) ('\(partition.name)', \(formatBytes(partition.size))); nothing was written (\(error.message))")
+        }
 
         // 6. Re-encode the disk with the new partition in place, atomically.
         let newPartition = RawReader(source: FileByteSource(file: newFSFile, size: partition.size))
@@ -128,17 +139,18 @@ public enum UpdateDisk {
         }
     }
 
-    /// Copies the partition's bytes (holes stay holes) out of a sequential reader.
-    static func copyPartition(_ reader: DiskReader, _ p: GPT.Partition, to file: FileDescriptor) throws {
-        try file.truncate(to: p.size)
+    /// Copies `size` bytes of the virtual disk from `offset` into `file` (zeros stay holes),
+    /// reading in ascending order as sequential readers need.
+    static func copyRange(_ reader: DiskReader, offset: UInt64, size: UInt64, to file: FileDescriptor) throws {
+        try file.truncate(to: size)
         let chunk = 4 << 20
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: chunk, alignment: 4096)
         defer { buffer.deallocate() }
         var pos: UInt64 = 0
-        while pos < p.size {
-            let n = Int(min(UInt64(chunk), p.size - pos))
+        while pos < size {
+            let n = Int(min(UInt64(chunk), size - pos))
             let slice = UnsafeMutableRawBufferPointer(rebasing: buffer[0..<n])
-            try reader.read(into: slice, at: p.offset + pos)
+            try reader.read(into: slice, at: offset + pos)
             if !isAllZero(UnsafeRawBufferPointer(slice)) {
                 try file.write(UnsafeRawBufferPointer(slice), at: pos)
             }

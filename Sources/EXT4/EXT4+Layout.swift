@@ -46,7 +46,7 @@ struct Geometry {
         let cap = UInt64(8 * Geometry.blockSize)           // one bitmap block per group
         if perGroup > cap {
             guard inodesNeeded <= cap * groupCount else {
-                throw CVMError.invalid("\(name): \(inodesNeeded) inodes do not fit in a \(bytes)-byte ext4 (at most \(cap * groupCount))")
+                throw CVMError(.noSpace, "\(name): \(inodesNeeded) inodes do not fit in a \(bytes)-byte ext4 (at most \(cap * groupCount))")
             }
             perGroup = cap
         }
@@ -95,7 +95,7 @@ struct BlockAllocator {
     }
 
     private func full() -> CVMError {
-        CVMError.invalid("\(name): the files do not fit in the partition (\(blockCount) blocks of \(Geometry.blockSize) bytes)")
+        CVMError(.noSpace, "\(name): the files do not fit in the partition (\(blockCount) blocks of \(Geometry.blockSize) bytes)")
     }
 
     /// Up to `maxLength` contiguous blocks (at least one).
