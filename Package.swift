@@ -14,6 +14,7 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/jpsim/Yams", from: "6.0.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
     ],
     targets: [
         // MARK: system libraries
@@ -48,6 +49,11 @@ let package = Package(
         // update-disk: rebuilds a disk's data partition with a new workload, in any format.
         .target(name: "DiskUpdate", dependencies: ["CVMSupport", "DiskImage", "EXT4", "Workload"]),
 
+        // HTTP over libcurl for the cloud providers: retries, throttling, redaction. Knows no cloud.
+        .target(name: "Transport", dependencies: [
+            "CVMSupport", "CCurl", .product(name: "Logging", package: "swift-log"),
+        ]),
+
         // MARK: executables
         .executableTarget(name: "cvm-cli", dependencies: [
             "DiskImage", "CVMSupport", "Workload", "DiskUpdate",
@@ -64,5 +70,8 @@ let package = Package(
         .testTarget(name: "EXT4Tests", dependencies: ["EXT4", "CVMSupport"]),
         .testTarget(name: "CloudAuthTests", dependencies: ["CloudAuth", "CVMCrypto", "CVMSupport"],
                     exclude: ["Fixtures", "Scripts"]),
+        .testTarget(name: "TransportTests", dependencies: [
+            "Transport", "CVMSupport", .product(name: "Logging", package: "swift-log"),
+        ]),
     ]
 )
