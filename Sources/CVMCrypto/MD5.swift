@@ -3,30 +3,17 @@ import COpenSSL
 /// MD5 through OpenSSL's EVP interface. Only for protocol checksums (`Content-MD5`, GCS
 /// `md5Hash`), never for security.
 public struct MD5Hasher: ~Copyable {
-    private let context: OpaquePointer
+    private var digester = EVPDigester(EVP_md5(), length: 16)
 
-    public init() {
-        context = EVP_MD_CTX_new()
-        EVP_DigestInit_ex(context, EVP_md5(), nil)
-    }
+    public init() {}
 
-    deinit { EVP_MD_CTX_free(context) }
-
-    public mutating func update(_ bytes: UnsafeRawBufferPointer) {
-        guard let base = bytes.baseAddress, bytes.count > 0 else { return }
-        EVP_DigestUpdate(context, base, bytes.count)
-    }
+    public mutating func update(_ bytes: UnsafeRawBufferPointer) { digester.update(bytes) }
 
     public mutating func update(_ bytes: [UInt8]) {
-        bytes.withUnsafeBytes { update($0) }
+        bytes.withUnsafeBytes { digester.update($0) }
     }
 
-    public consuming func finalize() -> [UInt8] {
-        var out = [UInt8](repeating: 0, count: 16)
-        var length: UInt32 = 0
-        out.withUnsafeMutableBufferPointer { _ = EVP_DigestFinal_ex(context, $0.baseAddress, &length) }
-        return out
-    }
+    public consuming func finalize() -> [UInt8] { digester.finalize() }
 }
 
 public enum MD5 {

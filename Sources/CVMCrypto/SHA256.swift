@@ -4,30 +4,17 @@ import CVMSupport
 /// SHA-256 through OpenSSL's EVP interface (hardware-accelerated where the CPU has SHA
 /// extensions). Streaming: feed any number of chunks, then `finalize()`.
 public struct SHA256Hasher: ~Copyable {
-    private let context: OpaquePointer
+    private var digester = EVPDigester(EVP_sha256(), length: 32)
 
-    public init() {
-        context = EVP_MD_CTX_new()
-        EVP_DigestInit_ex(context, EVP_sha256(), nil)
-    }
+    public init() {}
 
-    deinit { EVP_MD_CTX_free(context) }
-
-    public mutating func update(_ bytes: UnsafeRawBufferPointer) {
-        guard let base = bytes.baseAddress, bytes.count > 0 else { return }
-        EVP_DigestUpdate(context, base, bytes.count)
-    }
+    public mutating func update(_ bytes: UnsafeRawBufferPointer) { digester.update(bytes) }
 
     public mutating func update(_ bytes: [UInt8]) {
-        bytes.withUnsafeBytes { update($0) }
+        bytes.withUnsafeBytes { digester.update($0) }
     }
 
-    public consuming func finalize() -> [UInt8] {
-        var out = [UInt8](repeating: 0, count: 32)
-        var length: UInt32 = 0
-        out.withUnsafeMutableBufferPointer { _ = EVP_DigestFinal_ex(context, $0.baseAddress, &length) }
-        return out
-    }
+    public consuming func finalize() -> [UInt8] { digester.finalize() }
 }
 
 public enum SHA256 {
