@@ -19,6 +19,8 @@ public enum UpdateDisk {
         public var workloadPath: String = "workload"
         /// Write here instead of replacing the input (required for qcow2 and dynamic VHD).
         public var outputPath: String?
+        /// Replace `outputPath` when it exists (the CLI's `--force`).
+        public var overwriteOutput = false
         /// Output format for `outputPath`; by default the input's format or the output's name.
         public var outputFormat: OutputFormat?
         /// 1-based GPT index overriding the lookup by name/label.
@@ -104,7 +106,8 @@ public enum UpdateDisk {
         let newPartition = RawReader(source: FileByteSource(file: newFSFile, size: partition.size))
         let overlay = try OverlayDiskReader(base: reader, replacing: partition.offset..<(partition.offset + partition.size),
                                             with: newPartition)
-        let out = try AtomicOutputFile(path: outputPath, overwrite: true)
+        // Replacing the input is the point of update-disk; any other existing file needs --force.
+        let out = try AtomicOutputFile(path: outputPath, overwrite: options.outputPath == nil || options.overwriteOutput)
         do {
             let writer = try DiskWriters.make(outputFormat, output: out.descriptor, inputVirtualSize: reader.virtualSize,
                                               options: options.writerOptions)

@@ -32,12 +32,20 @@ struct UpdateDiskCommand: ParsableCommand {
     @Option(help: "GPT index (1-based, as `inspect` shows) of the data partition.")
     var partition: Int?
 
+    @Flag(help: "With --output: replace the file if it exists.")
+    var force = false
+
     @Flag(help: "Print one JSON object.")
     var json = false
 
     func validate() throws {
         if let format, OutputFormat(rawValue: format.lowercased()) == nil {
             throw ValidationError("--format '\(format)' is not known; expected raw, vhd, vmdk or tar.gz")
+        }
+        // Without --output the disk is replaced in its own format; --format would silently
+        // re-encode it under the same name.
+        if let format, output == nil {
+            throw ValidationError("--format \(format) needs --output PATH; without --output the disk keeps its own format")
         }
         if let partition, partition < 1 {
             throw ValidationError("--partition \(partition): GPT indexes start at 1")
@@ -51,6 +59,7 @@ struct UpdateDiskCommand: ParsableCommand {
             options.outputPath = output
             options.outputFormat = format.flatMap { OutputFormat(rawValue: $0.lowercased()) }
             options.partitionIndex = partition
+            options.overwriteOutput = force
             options.showProgress = !json && ProgressReporter.stderrIsTerminal
             let r = try UpdateDisk.run(disk: disk, options: options)
             if json {
