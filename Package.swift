@@ -54,9 +54,14 @@ let package = Package(
             "CVMSupport", "CCurl", .product(name: "Logging", package: "swift-log"),
         ]),
 
+        // AWS data planes: EBS direct snapshots and S3 multipart uploads of a disk.
+        .target(name: "AWSProvider", dependencies: [
+            "CVMSupport", "CVMCrypto", "CloudAuth", "Transport", "DiskImage", .product(name: "Logging", package: "swift-log"),
+        ]),
+
         // MARK: executables
         .executableTarget(name: "cvm-cli", dependencies: [
-            "DiskImage", "CVMSupport", "Workload", "DiskUpdate",
+            "DiskImage", "CVMSupport", "Workload", "DiskUpdate", "AWSProvider",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         // Fuzz harness for the format parsers (see docs/fuzzing.md).
@@ -72,6 +77,9 @@ let package = Package(
                     exclude: ["Fixtures", "Scripts"]),
         .testTarget(name: "TransportTests", dependencies: [
             "Transport", "CVMSupport", .product(name: "Logging", package: "swift-log"),
+        ]),
+        .testTarget(name: "AWSProviderTests", dependencies: [
+            "AWSProvider", "CloudAuth", "Transport", "DiskImage", "CVMCrypto", "CVMSupport",
         ]),
     ]
 )

@@ -1,0 +1,128 @@
+import ArgumentParser
+import AWSProvider
+import CVMSupport
+import Foundation
+
+struct UploadCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "upload",
+        abstract: "Upload a disk image to AWS: an EBS snapshot or an S3 object.",
+        discussion: """
+        ebs://REGION makes an EBS snapshot with the EBS direct APIs from the virtual disk (any \
+        input format; only non-zero 512 KiB blocks are sent) and prints its id. s3://BUCKET/KEY \
+        uploads the file as is with a multipart upload. Credentials, region and endpoints come \
+        from the environment and ~/.aws as the AWS SDKs read them (AWS_ENDPOINT_URL[_S3|_EC2|_EBS]).
+        """
+    )
+
+    @Argument(help: "Disk image (raw, qcow2, VHD, stream-optimized VMDK, GCP tar.gz).")
+    var disk: String
+
+    @Argument(help: "ebs://REGION or s3://BUCKET/KEY.")
+    var destination: String
+
+    @Flag(help: "Print one JSON object with the result.")
+    var json = false
+
+    @Flag(help: "Log each request and step on stderr.")
+    var verbose = false
+
+    func run() throws {
+        try runReportingErrors {
+            let target = try UploadDestination(parsing: destination)
+            var options = AWSUploadOptions()
+            let progressLine = !json && !verbose && ProgressReporter.stderrIsTerminal
+                ? LockedProgress(label: "upload \(target)") : nil
+            defer { progressLine?.finish() }
+            if let progressLine {
+                options.progress = { done, total in progressLine.update(done, total) }
+            }
+            // SIGINT/SIGTERM stop the transfers; the library then aborts an S3 upload cleanly.
+            let interrupt = InterruptFlag.install()
+            options.isCancelled = { interrupt.isSet }
+            if verbose {
+                options.log = { line in FileHandle.standardError.write(Data("cvm-cli: \(line)\n".utf8)) }
+            }
+            let r = try AWSUpload.run(diskPath: disk, destination: target, options: options, verbose: verbose)
+            if json {
+                try printJSON(UploadJSON(r))
+                return
+            }
+            let what = r.snapshotID != nil ? "\(r.pieces) blocks" : "\(r.pieces) parts"
+            FileHandle.standardError.write(Data("\(disk) (\(r.inputFormat), \(formatBytes(r.virtualSize)) virtual) → \(r.destination): \(formatBytes(r.bytesSent)) in \(what), \(String(format: "%.2f", r.seconds)) s\n".utf8))
+            print(r.snapshotID ?? "\(r.destination) \(r.etag ?? "")")
+        }
+    }
+}
+
+/// Set by the first SIGINT or SIGTERM; a second one exits at once.
+private final class InterruptFlag: @unchecked Sendable {
+    private let lock = NSLock()
+    private var set = false
+    private var sources: [DispatchSourceSignal] = []
+
+    var isSet: Bool { lock.withLock { set } }
+
+    static func install() -> InterruptFlag {
+        let flag = InterruptFlag()
+        for sig in [SIGINT, SIGTERM] {
+            signal(sig, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
+            source.setEventHandler {
+                let again = flag.lock.withLock { () -> Bool in defer { flag.set = true }; return flag.set }
+                if again { exit(130) }
+            }
+            source.resume()
+            flag.sources.append(source)
+        }
+        return flag
+    }
+}
+
+/// ProgressReporter is driven from several upload threads: serialize it.
+private final class LockedProgress: @unchecked Sendable {
+    private let lock = NSLock()
+    private let label: String
+    private var reporter: ProgressReporter?
+
+    init(label: String) { self.label = label }
+
+    func update(_ done: UInt64, _ total: UInt64) {
+        lock.withLock {
+            if reporter == nil { reporter = ProgressReporter(label: label, total: total) }
+            reporter?.update(done)
+        }
+    }
+
+    func finish() { lock.withLock { reporter?.finish() } }
+}
+
+struct UploadJSON: Encodable {
+    let destination: String
+    let snapshotID: String?
+    let checksum: String?
+    let etag: String?
+    let inputFormat: String
+    let virtualSize: UInt64
+    let bytesSent: UInt64
+    let pieces: Int
+    let seconds: Double
+
+    init(_ r: AWSUploadResult) {
+        destination = r.destination
+        snapshotID = r.snapshotID
+        checksum = r.checksum
+        etag = r.etag
+        inputFormat = r.inputFormat
+        virtualSize = r.virtualSize
+        bytesSent = r.bytesSent
+        pieces = r.pieces
+        seconds = (r.seconds * 1000).rounded() / 1000
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case destination, checksum, etag, pieces, seconds
+        case snapshotID = "snapshot_id", inputFormat = "input_format", virtualSize = "virtual_size"
+        case bytesSent = "bytes_sent"
+    }
+}

@@ -1,0 +1,179 @@
+import CVMSupport
+import Foundation
+import XCTest
+
+/// A `moto_server` on 127.0.0.1 (a free port) with SigV4 enforced for one IAM user's key.
+/// Started once per test class, stopped in teardown (by its own process id).
+final class MotoServer: @unchecked Sendable {
+    let endpoint: String
+    let accessKeyID: String
+    let secretAccessKey: String
+    let region = "us-east-2"
+    private let process: Process
+    private let helperPath: String
+    let directory: URL
+
+    init() throws {
+        directory = FileManager.default.temporaryDirectory.appendingPathComponent("cvm-moto-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        helperPath = directory.appendingPathComponent("moto_helper.py").path
+        try MotoHelperScript.source.write(toFile: helperPath, atomically: true, encoding: .utf8)
+
+        let check = try Self.python(["-c", "import moto.server, boto3"], allowFailure: true)
+        if check.status != 0 {
+            throw XCTSkip("moto[server] is not installed (scripts/install-deps.sh --with-test-tools): \(check.stderr)")
+        }
+        let port = try Self.freePort()
+        endpoint = "http://127.0.0.1:\(port)"
+        process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = ["python3", "-m", "moto.server", "-H", "127.0.0.1", "-p", String(port)]
+        let log = directory.appendingPathComponent("moto.log")
+        _ = FileManager.default.createFile(atPath: log.path, contents: nil)
+        let logHandle = try FileHandle(forWritingTo: log)
+        process.standardOutput = logHandle
+        process.standardError = logHandle
+        try process.run()
+
+        // Ready when it answers on its port.
+        let deadline = Self.monotonicNow() + 30
+        while !Self.canConnect(port: port) {
+            guard process.isRunning, Self.monotonicNow() < deadline else {
+                let text = (try? String(contentsOf: log, encoding: .utf8)) ?? ""
+                process.terminate()
+                throw CVMError.io("moto_server did not start on port \(port): \(text.suffix(500))")
+            }
+            Thread.sleep(forTimeInterval: 0.1)
+        }
+        let setup = try Self.python([helperPath, "setup", endpoint])
+        guard let creds = try JSONSerialization.jsonObject(with: Data(setup.stdout.utf8)) as? [String: String],
+              let id = creds["id"], let secret = creds["secret"] else {
+            process.terminate()
+            throw CVMError.io("moto setup printed no key: \(setup.stdout) \(setup.stderr)")
+        }
+        accessKeyID = id
+        secretAccessKey = secret
+    }
+
+    func stop() {
+        if process.isRunning {
+            process.terminate()
+            process.waitUntilExit()
+        }
+        try? FileManager.default.removeItem(at: directory)
+    }
+
+    /// Starts the fault-injecting proxy (`faultProxyScript`) in front of this server; returns
+    /// its endpoint and process (stop it with `terminate()`).
+    func startFaultProxy() throws -> (endpoint: String, process: Process) {
+        let script = directory.appendingPathComponent("fault_proxy.py").path
+        try faultProxyScript.write(toFile: script, atomically: true, encoding: .utf8)
+        let port = try Self.freePort()
+        guard let upstream = endpoint.split(separator: ":").last else { throw CVMError.io("bad endpoint \(endpoint)") }
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        p.arguments = ["python3", script, String(port), String(upstream)]
+        p.standardOutput = FileHandle.nullDevice
+        try p.run()
+        let deadline = Self.monotonicNow() + 20
+        while !Self.canConnect(port: port) {
+            guard p.isRunning, Self.monotonicNow() < deadline else {
+                p.terminate()
+                throw CVMError.io("fault proxy did not start on port \(port)")
+            }
+            Thread.sleep(forTimeInterval: 0.05)
+        }
+        return ("http://127.0.0.1:\(port)", p)
+    }
+
+    /// The environment an AWS SDK (and cvm-cli) would see for this server.
+    func environment(secret: String? = nil, endpoint: String? = nil) -> [String: String] {
+        [
+            "AWS_ACCESS_KEY_ID": accessKeyID,
+            "AWS_SECRET_ACCESS_KEY": secret ?? secretAccessKey,
+            "AWS_REGION": region,
+            "AWS_ENDPOINT_URL": endpoint ?? self.endpoint,
+            "PATH": ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin",
+        ]
+    }
+
+    var credentialsJSON: String {
+        let data = (try? JSONSerialization.data(withJSONObject: ["id": accessKeyID, "secret": secretAccessKey])) ?? Data()
+        return String(decoding: data, as: UTF8.self)
+    }
+
+    /// Runs a helper command and parses its JSON answer.
+    func helper(_ command: String, _ args: [String]) throws -> [String: Any] {
+        let r = try Self.python([helperPath, command, endpoint, credentialsJSON, region] + args)
+        guard let object = try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any] else {
+            throw CVMError.io("moto helper \(command) printed no JSON: \(r.stdout) \(r.stderr)")
+        }
+        return object
+    }
+
+    // MARK: process plumbing
+
+    struct Output { let status: Int32; let stdout: String; let stderr: String }
+
+    @discardableResult
+    static func python(_ args: [String], allowFailure: Bool = false) throws -> Output {
+        try run(["python3"] + args, allowFailure: allowFailure)
+    }
+
+    /// Runs a command via /usr/bin/env, output to temp files (no pipe can fill up).
+    static func run(_ args: [String], environment: [String: String]? = nil, allowFailure: Bool = false) throws -> Output {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        p.arguments = args
+        if let environment { p.environment = environment }
+        let tmp = FileManager.default.temporaryDirectory
+        let outURL = tmp.appendingPathComponent("cvm-aws-\(UUID().uuidString).out")
+        let errURL = tmp.appendingPathComponent("cvm-aws-\(UUID().uuidString).err")
+        _ = FileManager.default.createFile(atPath: outURL.path, contents: nil)
+        _ = FileManager.default.createFile(atPath: errURL.path, contents: nil)
+        defer { try? FileManager.default.removeItem(at: outURL); try? FileManager.default.removeItem(at: errURL) }
+        p.standardOutput = try FileHandle(forWritingTo: outURL)
+        p.standardError = try FileHandle(forWritingTo: errURL)
+        try p.run()
+        p.waitUntilExit()
+        let out = Output(status: p.terminationStatus,
+                         stdout: String(decoding: (try? Data(contentsOf: outURL)) ?? Data(), as: UTF8.self),
+                         stderr: String(decoding: (try? Data(contentsOf: errURL)) ?? Data(), as: UTF8.self))
+        if !allowFailure && out.status != 0 {
+            throw CVMError.io("\(args.joined(separator: " ")) failed (\(out.status)): \(out.stderr.suffix(2000))")
+        }
+        return out
+    }
+
+    /// A port the kernel just handed out on 127.0.0.1 (bound to 0, then released).
+    static func freePort() throws -> UInt16 {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { throw CVMError.io("socket: \(errnoDescription())") }
+        defer { close(fd) }
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+        addr.sin_port = 0
+        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let bound = withUnsafeMutablePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, len) == 0 && getsockname(fd, $0, &len) == 0 }
+        }
+        guard bound else { throw CVMError.io("bind: \(errnoDescription())") }
+        return UInt16(bigEndian: addr.sin_port)
+    }
+
+    static func canConnect(port: UInt16) -> Bool {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { return false }
+        defer { close(fd) }
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+        addr.sin_port = port.bigEndian
+        return withUnsafePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0 }
+        }
+    }
+
+    static func monotonicNow() -> Double { ProcessInfo.processInfo.systemUptime }
+}
