@@ -46,15 +46,15 @@ enum DirectoryCodec {
         var lastStart = -1
         func finish() {
             if lastStart >= 0 {
-                current.put16(UInt16(usable - lastStart), at: lastStart + 4)   // last entry takes the rest
+                current.putLE16(UInt16(usable - lastStart), at: lastStart + 4)   // last entry takes the rest
             } else {
-                current.put16(UInt16(usable), at: 4)                           // an empty block: one unused entry
+                current.putLE16(UInt16(usable), at: 4)                           // an empty block: one unused entry
             }
             if let seed = checksumSeed {
                 let t = blockSize - tailSize
-                current.put16(UInt16(tailSize), at: t + 4)
+                current.putLE16(UInt16(tailSize), at: t + 4)
                 current[t + 7] = tailFileType
-                current.put32(CRC32C.update(seed, current[0..<t]), at: t + 8)
+                current.putLE32(CRC32C.update(seed, current[0..<t]), at: t + 8)
             }
             blocks.append(current)
             current = [UInt8](repeating: 0, count: blockSize)
@@ -64,8 +64,8 @@ enum DirectoryCodec {
         for e in entries {
             let len = recordLength(nameLength: e.name.count)
             if used + len > usable { finish() }
-            current.put32(e.inode, at: used)
-            current.put16(UInt16(len), at: used + 4)
+            current.putLE32(e.inode, at: used)
+            current.putLE16(UInt16(len), at: used + 4)
             current[used + 6] = UInt8(e.name.count)
             current[used + 7] = e.fileType
             current.replaceSubrange((used + 8)..<(used + 8 + e.name.count), with: e.name)

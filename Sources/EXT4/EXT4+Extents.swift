@@ -86,10 +86,10 @@ enum ExtentTree {
         // Entries of the current level: (first logical block, 12-byte body).
         var level: [(UInt64, [UInt8])] = runs.map { r in
             var e = [UInt8](repeating: 0, count: 12)
-            e.put32(UInt32(truncatingIfNeeded: r.logical), at: 0)
-            e.put16(UInt16(r.length), at: 4)
-            e.put16(UInt16(truncatingIfNeeded: r.physical >> 32), at: 6)
-            e.put32(UInt32(truncatingIfNeeded: r.physical), at: 8)
+            e.putLE32(UInt32(truncatingIfNeeded: r.logical), at: 0)
+            e.putLE16(UInt16(r.length), at: 4)
+            e.putLE16(UInt16(truncatingIfNeeded: r.physical >> 32), at: 6)
+            e.putLE32(UInt32(truncatingIfNeeded: r.physical), at: 8)
             return (r.logical, e)
         }
         var depth: UInt16 = 0
@@ -105,13 +105,13 @@ enum ExtentTree {
                 for (k, entry) in chunk.enumerated() { node.replaceSubrange((12 + 12 * k)..<(24 + 12 * k), with: entry.1) }
                 if let seed = checksumSeed {
                     let tail = 12 + 12 * perBlock
-                    node.put32(CRC32C.update(seed, node[0..<tail]), at: tail)
+                    node.putLE32(CRC32C.update(seed, node[0..<tail]), at: tail)
                 }
                 nodes.append((blockNumber, node))
                 var index = [UInt8](repeating: 0, count: 12)
-                index.put32(UInt32(truncatingIfNeeded: chunk.first!.0), at: 0)
-                index.put32(UInt32(truncatingIfNeeded: blockNumber), at: 4)
-                index.put16(UInt16(truncatingIfNeeded: blockNumber >> 32), at: 8)
+                index.putLE32(UInt32(truncatingIfNeeded: chunk.first!.0), at: 0)
+                index.putLE32(UInt32(truncatingIfNeeded: blockNumber), at: 4)
+                index.putLE16(UInt16(truncatingIfNeeded: blockNumber >> 32), at: 8)
                 next.append((chunk.first!.0, index))
                 i += perBlock
             }
@@ -125,10 +125,10 @@ enum ExtentTree {
     }
 
     private static func writeHeader(_ b: inout [UInt8], entries: Int, max: Int, depth: UInt16) {
-        b.put16(magic, at: 0)
-        b.put16(UInt16(entries), at: 2)
-        b.put16(UInt16(max), at: 4)
-        b.put16(depth, at: 6)
+        b.putLE16(magic, at: 0)
+        b.putLE16(UInt16(entries), at: 2)
+        b.putLE16(UInt16(max), at: 4)
+        b.putLE16(depth, at: 6)
     }
 }
 

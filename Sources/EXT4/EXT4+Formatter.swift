@@ -351,9 +351,9 @@ private struct FormatJob {
         case .characterDevice, .blockDevice:
             let major = md.deviceMajor, minor = md.deviceMinor
             if major < 256, minor < 256 {
-                r.block.put32(major << 8 | minor, at: 0)
+                r.block.putLE32(major << 8 | minor, at: 0)
             } else {
-                r.block.put32((minor & 0xFF) | (major & 0xFFF) << 8 | (minor & ~0xFF) << 12, at: 4)
+                r.block.putLE32((minor & 0xFF) | (major & 0xFFF) << 8 | (minor & ~0xFF) << 12, at: 4)
             }
         case .fifo, .socket:
             break
@@ -524,7 +524,7 @@ private struct FormatJob {
         sb.hashSeed = []
         for i: UInt32 in 0..<4 {
             var word = [UInt8](repeating: 0, count: 4)
-            word.put32(CRC32C.update(seed ^ (0x9E37_79B9 &* (i + 1)), options.uuid), at: 0)
+            word.putLE32(CRC32C.update(seed ^ (0x9E37_79B9 &* (i + 1)), options.uuid), at: 0)
             sb.hashSeed += word
         }
         sb.defaultHashVersion = 1                 // half_md4, as mke2fs

@@ -184,51 +184,51 @@ struct Superblock {
     /// Encodes the superblock, with its checksum when `metadata_csum` is on.
     func encoded() -> [UInt8] {
         var b = [UInt8](repeating: 0, count: Superblock.size)
-        b.put32(inodesCount, at: 0x0)
-        b.put32(UInt32(truncatingIfNeeded: blocksCount), at: 0x4)
-        b.put32(UInt32(truncatingIfNeeded: reservedBlocksCount), at: 0x8)
-        b.put32(UInt32(truncatingIfNeeded: freeBlocksCount), at: 0xC)
-        b.put32(freeInodesCount, at: 0x10)
-        b.put32(firstDataBlock, at: 0x14)
-        b.put32(logBlockSize, at: 0x18)
-        b.put32(logBlockSize, at: 0x1C)                  // cluster size = block size
-        b.put32(blocksPerGroup, at: 0x20)
-        b.put32(blocksPerGroup, at: 0x24)                // clusters per group
-        b.put32(inodesPerGroup, at: 0x28)
-        b.put32(time, at: 0x2C)                          // mount time
-        b.put32(time, at: 0x30)                          // write time
-        b.put16(0xFFFF, at: 0x36)                        // max mount count: -1, no forced checks
-        b.put16(Superblock.magic, at: 0x38)
-        b.put16(state, at: 0x3A)
-        b.put16(1, at: 0x3C)                             // errors: continue
-        b.put32(time, at: 0x40)                          // last check
-        b.put32(revLevel, at: 0x4C)
-        b.put32(firstInode, at: 0x54)
-        b.put16(inodeSize, at: 0x58)
-        b.put16(blockGroupNumber, at: 0x5A)
-        b.put32(compat, at: 0x5C)
-        b.put32(incompat, at: 0x60)
-        b.put32(roCompat, at: 0x64)
+        b.putLE32(inodesCount, at: 0x0)
+        b.putLE32(UInt32(truncatingIfNeeded: blocksCount), at: 0x4)
+        b.putLE32(UInt32(truncatingIfNeeded: reservedBlocksCount), at: 0x8)
+        b.putLE32(UInt32(truncatingIfNeeded: freeBlocksCount), at: 0xC)
+        b.putLE32(freeInodesCount, at: 0x10)
+        b.putLE32(firstDataBlock, at: 0x14)
+        b.putLE32(logBlockSize, at: 0x18)
+        b.putLE32(logBlockSize, at: 0x1C)                  // cluster size = block size
+        b.putLE32(blocksPerGroup, at: 0x20)
+        b.putLE32(blocksPerGroup, at: 0x24)                // clusters per group
+        b.putLE32(inodesPerGroup, at: 0x28)
+        b.putLE32(time, at: 0x2C)                          // mount time
+        b.putLE32(time, at: 0x30)                          // write time
+        b.putLE16(0xFFFF, at: 0x36)                        // max mount count: -1, no forced checks
+        b.putLE16(Superblock.magic, at: 0x38)
+        b.putLE16(state, at: 0x3A)
+        b.putLE16(1, at: 0x3C)                             // errors: continue
+        b.putLE32(time, at: 0x40)                          // last check
+        b.putLE32(revLevel, at: 0x4C)
+        b.putLE32(firstInode, at: 0x54)
+        b.putLE16(inodeSize, at: 0x58)
+        b.putLE16(blockGroupNumber, at: 0x5A)
+        b.putLE32(compat, at: 0x5C)
+        b.putLE32(incompat, at: 0x60)
+        b.putLE32(roCompat, at: 0x64)
         b.replaceSubrange(0x68..<0x78, with: uuid.prefix(16))
         b.replaceSubrange(0x78..<0x88, with: volumeName.prefix(16))
-        b.put32(journalInode, at: 0xE0)
+        b.putLE32(journalInode, at: 0xE0)
         b.replaceSubrange(0xEC..<0xFC, with: hashSeed.prefix(16))
         b[0xFC] = defaultHashVersion
         b[0xFD] = journalBackupType
-        b.put16(descriptorSize, at: 0xFE)
-        b.put32(defaultMountOptions, at: 0x100)
-        b.put32(time, at: 0x108)                         // mkfs time
-        for (i, v) in journalBlocks.prefix(17).enumerated() { b.put32(v, at: 0x10C + 4 * i) }
-        b.put32(UInt32(truncatingIfNeeded: blocksCount >> 32), at: 0x150)
-        b.put32(UInt32(truncatingIfNeeded: reservedBlocksCount >> 32), at: 0x154)
-        b.put32(UInt32(truncatingIfNeeded: freeBlocksCount >> 32), at: 0x158)
-        b.put16(minExtraIsize, at: 0x15C)
-        b.put16(wantExtraIsize, at: 0x15E)
-        b.put32(flags, at: 0x160)
+        b.putLE16(descriptorSize, at: 0xFE)
+        b.putLE32(defaultMountOptions, at: 0x100)
+        b.putLE32(time, at: 0x108)                         // mkfs time
+        for (i, v) in journalBlocks.prefix(17).enumerated() { b.putLE32(v, at: 0x10C + 4 * i) }
+        b.putLE32(UInt32(truncatingIfNeeded: blocksCount >> 32), at: 0x150)
+        b.putLE32(UInt32(truncatingIfNeeded: reservedBlocksCount >> 32), at: 0x154)
+        b.putLE32(UInt32(truncatingIfNeeded: freeBlocksCount >> 32), at: 0x158)
+        b.putLE16(minExtraIsize, at: 0x15C)
+        b.putLE16(wantExtraIsize, at: 0x15E)
+        b.putLE32(flags, at: 0x160)
         b[0x174] = logGroupsPerFlex
         b[0x175] = checksumType
         if hasMetadataChecksums {
-            b.put32(CRC32C.update(~0, b[0..<0x3FC]), at: 0x3FC)
+            b.putLE32(CRC32C.update(~0, b[0..<0x3FC]), at: 0x3FC)
         }
         return b
     }

@@ -92,9 +92,9 @@ enum XattrCodec {
             let hash = entryHash(a)
             area[p] = UInt8(a.name.count)
             area[p + 1] = a.nameIndex
-            area.put16(UInt16(a.value.isEmpty ? 0 : v - valueBase), at: p + 2)
-            area.put32(UInt32(a.value.count), at: p + 8)
-            area.put32(hash, at: p + 12)
+            area.putLE16(UInt16(a.value.isEmpty ? 0 : v - valueBase), at: p + 2)
+            area.putLE32(UInt32(a.value.count), at: p + 8)
+            area.putLE32(hash, at: p + 12)
             area.replaceSubrange((p + entryHeaderSize)..<(p + entryHeaderSize + a.name.count), with: a.name)
             area.replaceSubrange(v..<(v + a.value.count), with: a.value)
             p += (entryHeaderSize + a.name.count + 3) & ~3
@@ -108,7 +108,7 @@ enum XattrCodec {
         guard !attrs.isEmpty else { return [] }
         guard spaceNeeded(attrs) + 4 <= areaSize else { return nil }
         var area = [UInt8](repeating: 0, count: areaSize)
-        area.put32(magic, at: 0)
+        area.putLE32(magic, at: 0)
         encode(attrs, into: &area, entriesStart: 4, valueEnd: areaSize, valueBase: 4)
         return area
     }
@@ -117,15 +117,15 @@ enum XattrCodec {
     static func encodeBlock(_ attrs: [EXT4Xattr], blockSize: Int, blockNumber: UInt64, checksumSeed: UInt32?) -> [UInt8]? {
         guard spaceNeeded(attrs) + blockHeaderSize <= blockSize else { return nil }
         var block = [UInt8](repeating: 0, count: blockSize)
-        block.put32(magic, at: 0)
-        block.put32(1, at: 4)                      // reference count
-        block.put32(1, at: 8)                      // blocks
+        block.putLE32(magic, at: 0)
+        block.putLE32(1, at: 4)                      // reference count
+        block.putLE32(1, at: 8)                      // blocks
         let hash = encode(attrs, into: &block, entriesStart: blockHeaderSize, valueEnd: blockSize, valueBase: 0)
-        block.put32(hash, at: 0xC)
+        block.putLE32(hash, at: 0xC)
         if let seed = checksumSeed {
             var crc = CRC32C.update(seed, le64: blockNumber)
             crc = CRC32C.update(crc, block)
-            block.put32(crc, at: 0x10)
+            block.putLE32(crc, at: 0x10)
         }
         return block
     }
