@@ -83,3 +83,19 @@ public final class OverlayDiskReader: DiskReader {
         }
     }
 }
+
+/// A virtual disk of zeros that stores nothing: overlaid on a range, it makes writers leave a
+/// hole there (update-disk then formats the new file system into that hole).
+public final class ZeroDiskReader: DiskReader {
+    public let virtualSize: UInt64
+    public var format: DiskFormat { .raw }
+
+    public init(size: UInt64) { virtualSize = size }
+
+    public func storedRanges() throws -> [Range<UInt64>] { [] }
+
+    public func read(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws {
+        try checkVirtualRange(offset: offset, count: buffer.count, name: "zeros")
+        buffer.initializeMemory(as: UInt8.self, repeating: 0)
+    }
+}

@@ -83,37 +83,52 @@ public enum UpdateDisk {
         // 4. The old file system, read in place.
         let oldFS = PartitionBlockSource(disk: reader, offset: partition.offset, size: partition.size)
 
-        // 5. The new file system, into a sparse scratch file of the partition's size.
-        let newFSFile = try TemporaryFile.anonymous(in: scratchDir, purpose: "the new data partition")
-        try newFSFile.truncate(to: partition.size)
-        let summary: EXT4FormatSummary
-        do {
-            summary = try EXT4Rebuild.rebuild(
-                source: oldFS, sourceName: "\(path) partition \(partition.index)",
-                output: EXT4FileRange(file: newFSFile, offset: 0, size: partition.size),
-                outputName: "\(path) partition \(partition.index)",
-                replacing: [Array("workload".utf8)], withHostFolder: folder.root.path,
-                time: EXT4Timestamp(seconds: Int64(clamping: options.timestamp)))
-        } catch let error as CVMError where error.kind == .noSpace {
-            // The formatter names only the partition; the user needs both sizes to act.
-            let workloadBytes = folder.entries.reduce(UInt64(0)) {
-                if case .file(let size) = $1.kind { return $0 &+ size } else { return $0 }
+        // 5. The new file system. Raw and fixed-VHD outputs hold the virtual disk's bytes at
+        // their own offsets, so it is formatted straight into the output (the partition's range
+        // is left as a hole by the writer); other formats get it from a sparse scratch file.
+        func rebuild(into output: EXT4Output) throws -> EXT4FormatSummary {
+            do {
+                return try EXT4Rebuild.rebuild(
+                    source: oldFS, sourceName: "\(path) partition \(partition.index)",
+                    output: output, outputName: "\(path) partition \(partition.index)",
+                    replacing: [Array("workload".utf8)], withHostFolder: folder.root.path,
+                    time: EXT4Timestamp(seconds: Int64(clamping: options.timestamp)))
+            } catch let error as CVMError where error.kind == .noSpace {
+                // The formatter names only the partition; the user needs both sizes to act.
+                let workloadBytes = folder.entries.reduce(UInt64(0)) {
+                    if case .file(let size) = $1.kind { return $0 &+ size } else { return $0 }
+                }
+                throw CVMError.invalid("\(path): the workload \(folder.displayName)/ (\(formatBytes(workloadBytes)) in \(folder.entries.count) entries) and the files kept outside workload/ do not fit in data partition \(partition.index) ('\(partition.name)', \(formatBytes(partition.size))); nothing was written (\(error.message))")
             }
-            throw CVMError.invalid("\(path): the workload \(folder.displayName)/ (\(formatBytes(workloadBytes)) in \(folder.entries.count) entries) and the files kept outside workload/ do not fit in data partition \(partition.index) ('\(partition.name)', \(formatBytes(partition.size))); nothing was written (\(error.message))")
         }
+        let partitionRange = partition.offset..<(partition.offset + partition.size)
+        let direct = outputFormat == .raw || outputFormat == .vhd
 
         // 6. Re-encode the disk with the new partition in place, atomically.
-        let newPartition = RawReader(source: FileByteSource(file: newFSFile, size: partition.size))
-        let overlay = try OverlayDiskReader(base: reader, replacing: partition.offset..<(partition.offset + partition.size),
-                                            with: newPartition)
         // Replacing the input is the point of update-disk; any other existing file needs --force.
         let out = try AtomicOutputFile(path: outputPath, overwrite: options.outputPath == nil || options.overwriteOutput)
+        let summary: EXT4FormatSummary
         do {
+            let newPartition: DiskReader
+            var directSummary: EXT4FormatSummary?
+            if direct {
+                newPartition = ZeroDiskReader(size: partition.size)
+            } else {
+                let newFSFile = try TemporaryFile.anonymous(in: scratchDir, purpose: "the new data partition")
+                try newFSFile.truncate(to: partition.size)
+                directSummary = try rebuild(into: EXT4FileRange(file: newFSFile, offset: 0, size: partition.size))
+                newPartition = RawReader(source: FileByteSource(file: newFSFile, size: partition.size))
+            }
+            let overlay = try OverlayDiskReader(base: reader, replacing: partitionRange, with: newPartition)
             let writer = try DiskWriters.make(outputFormat, output: out.descriptor, inputVirtualSize: reader.virtualSize,
                                               options: options.writerOptions)
             let progress = ProgressReporter(label: "update-disk", total: reader.virtualSize, enabled: options.showProgress)
             try DiskConverter().convert(from: overlay, to: writer) { progress.update($0) }
             progress.finish()
+            if direct {
+                directSummary = try rebuild(into: EXT4FileRange(file: out.descriptor, offset: partition.offset, size: partition.size))
+            }
+            summary = directSummary!
             try verify(temporary: out.temporaryPath, display: outputPath, partition: partition, filesystem: fs)
             try out.commit()
         } catch {
