@@ -8,6 +8,7 @@
 # Exit status: 1 if an output is wrong or a conversion fails; a missed target is reported only.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
+. "$here/lib.sh"
 cli=$(realpath "${1:?usage: bench/formats.sh path/to/release/cvm-cli}")
 out=${BENCH_OUT:-$here/out}
 rss_limit_mib=64
@@ -42,31 +43,18 @@ cat disk.raw large.raw >/dev/null                             # same page-cache 
 # `sync <output>` because cvm-cli fsyncs its output before renaming it into place.
 long_runs=${BENCH_RUNS:-2}
 failures=0
-# measure <runs> <name> <output> <command…>: sets secs (best) and rss_mib (largest peak RSS);
-# the command's stdout/stderr go to <name>.log; <output> is removed before each run.
-measure() {
-  local runs=$1 name=$2 output=$3 i s kib best="" peak=0
+# measure_into <runs> <name> <output> <command…>: measure (bench/lib.sh) with <output> removed
+# before each run.
+measure_into() {
+  local runs=$1 name=$2 output=$3
   shift 3
-  secs=""; rss_mib=""
-  for ((i = 0; i < runs; i++)); do
-    rm -f "$output"
-    if ! /usr/bin/time -f '%e %M' -o "$name.time" "$@" >"$name.log" 2>&1; then
-      echo "   $name FAILED: $(tail -n 3 "$name.log")" >&2
-      failures=$((failures + 1))
-      return 0
-    fi
-    read -r s kib < <(tail -n 1 "$name.time")
-    best=$(awk -v a="$s" -v b="$best" 'BEGIN { print (b == "" || a < b) ? a : b }')
-    peak=$((kib > peak ? kib : peak))
-  done
-  secs=$best
-  rss_mib=$(awk -v k="$peak" 'BEGIN { printf "%.1f", k / 1024 }')
+  measure "$runs" "$name" "rm -f '$output'" "$@"
 }
 # measure_peer: like measure, then fsyncs the output inside the timed command.
 measure_peer() {
   local runs=$1 name=$2 output=$3
   shift 3
-  measure "$runs" "$name" "$output" bash -c 'out=$1; shift; "$@" && sync "$out"' _ "$output" "$@"
+  measure_into "$runs" "$name" "$output" bash -c 'out=$1; shift; "$@" && sync "$out"' _ "$output" "$@"
 }
 rows=()
 # row <case> <ours s> <peer s> <rss MiB> <max ratio or -> <target text>
@@ -84,35 +72,35 @@ row() {
 
 echo "== raw → VHD (fixed)"
 measure_peer 5 peer-vhd peer.vhd qemu-img convert -f raw -O vpc -o subformat=fixed,force_size=on disk.raw peer.vhd; p=$secs
-measure 5 ours-vhd ours.vhd "$cli" convert disk.raw ours.vhd
+measure_into 5 ours-vhd ours.vhd "$cli" convert disk.raw ours.vhd
 row "raw -> VHD" "$secs" "$p" "$rss_mib" 1.5 "<=1.5x qemu-img, <=${rss_limit_mib} MiB"
 
 echo "== raw → VMDK (streamOptimized)"
 measure_peer "$long_runs" peer-vmdk peer.vmdk qemu-img convert -f raw -O vmdk -o subformat=streamOptimized disk.raw peer.vmdk; p=$secs
-measure "$long_runs" ours-vmdk ours.vmdk "$cli" convert disk.raw ours.vmdk; vmdk4=$secs
+measure_into "$long_runs" ours-vmdk ours.vmdk "$cli" convert disk.raw ours.vmdk; vmdk4=$secs
 row "raw -> VMDK" "$secs" "$p" "$rss_mib" 0.5 "<=0.5x qemu-img, <=${rss_limit_mib} MiB"
 
 echo "== VMDK → raw (qemu-img's VMDK as input)"
 if [ -s peer.vmdk ]; then
   measure_peer 5 peer-vmdk-raw peer-from-vmdk.raw qemu-img convert -f vmdk -O raw peer.vmdk peer-from-vmdk.raw; p=$secs
-  measure 5 ours-vmdk-raw ours-from-vmdk.raw "$cli" convert peer.vmdk ours-from-vmdk.raw
+  measure_into 5 ours-vmdk-raw ours-from-vmdk.raw "$cli" convert peer.vmdk ours-from-vmdk.raw
 else p=""; secs=""; fi
 row "VMDK -> raw" "$secs" "$p" "$rss_mib" - "(no time target), <=${rss_limit_mib} MiB"
 
 echo "== qcow2 → raw"
 measure_peer 5 peer-qcow2-raw peer-from-qcow2.raw qemu-img convert -f qcow2 -O raw disk.qcow2 peer-from-qcow2.raw; p=$secs
-measure 5 ours-qcow2-raw ours-from-qcow2.raw "$cli" convert disk.qcow2 ours-from-qcow2.raw
+measure_into 5 ours-qcow2-raw ours-from-qcow2.raw "$cli" convert disk.qcow2 ours-from-qcow2.raw
 row "qcow2 -> raw" "$secs" "$p" "$rss_mib" - "(no time target), <=${rss_limit_mib} MiB"
 
 echo "== raw → tar.gz (GCP)"
 measure_peer "$long_runs" peer-targz peer.tar.gz bash -c 'tar -S -c disk.raw | pigz -6 > peer.tar.gz'; p=$secs
-measure "$long_runs" ours-targz ours.tar.gz "$cli" convert disk.raw ours.tar.gz; targz4=$secs
+measure_into "$long_runs" ours-targz ours.tar.gz "$cli" convert disk.raw ours.tar.gz; targz4=$secs
 row "raw -> tar.gz" "$secs" "$p" "$rss_mib" 1.0 "<=1.0x tar -S | pigz -6, <=${rss_limit_mib} MiB"
 
 echo "== 30 GiB sparse, same data: raw → VMDK, raw → tar.gz (vs our 4 GiB time)"
-measure "$long_runs" ours-large-vmdk large.vmdk "$cli" convert large.raw large.vmdk
+measure_into "$long_runs" ours-large-vmdk large.vmdk "$cli" convert large.raw large.vmdk
 row "30 GiB raw -> VMDK" "$secs" "$vmdk4" "$rss_mib" 1.1 "<=1.1x our 4 GiB, <=${rss_limit_mib} MiB"
-measure "$long_runs" ours-large-targz large.tar.gz "$cli" convert large.raw large.tar.gz
+measure_into "$long_runs" ours-large-targz large.tar.gz "$cli" convert large.raw large.tar.gz
 row "30 GiB raw -> tar.gz" "$secs" "$targz4" "$rss_mib" 1.1 "<=1.1x our 4 GiB, <=${rss_limit_mib} MiB"
 
 # ---- correctness of our outputs ------------------------------------------------------------

@@ -16,6 +16,7 @@
 # Exit status: 1 if an output of ours is wrong or a run fails; a missed target is only reported.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
+. "$here/lib.sh"
 cli=$(realpath "${1:?usage: bench/update-disk.sh path/to/release/cvm-cli}")
 out=${BENCH_OUT:-$here/out/update}
 rss_limit_mib=64
@@ -91,28 +92,6 @@ echo "   disk.raw: 4 GiB, $(du -m disk.raw | cut -f1) MiB allocated; data partit
 # cvm-cli fsyncs its output before renaming it into place.
 long_runs=${BENCH_RUNS:-2}
 failures=0
-# measure <runs> <name> <setup> <command…>: sets secs (best) and rss_mib (largest peak RSS);
-# <setup> (a shell snippet) runs untimed before each run.
-measure() {
-  local runs=$1 name=$2 setup=$3 i s kib best="" peak=0
-  shift 3
-  secs=""; rss_mib=""
-  for ((i = 0; i < runs; i++)); do
-    bash -c "$setup" || { echo "   $name: setup failed" >&2; failures=$((failures + 1)); return 0; }
-    sync
-    if ! /usr/bin/time -f '%e %M' -o "$name.time" "$@" >"$name.log" 2>&1; then
-      echo "   $name FAILED: $(tail -n 3 "$name.log")" >&2
-      failures=$((failures + 1))
-      return 0
-    fi
-    read -r s kib < <(tail -n 1 "$name.time")
-    best=$(awk -v a="$s" -v b="$best" 'BEGIN { print (b == "" || a < b) ? a : b }')
-    peak=$((kib > peak ? kib : peak))
-  done
-  secs=$best
-  rss_mib=$(awk -v k="$peak" 'BEGIN { printf "%.1f", k / 1024 }')
-}
-
 # The peer path; $1 = format, input peer-in.<ext>, output peer-out.<ext>.
 peer_update() {
   local fmt=$1 ext=$2 work=peer-work
