@@ -68,10 +68,12 @@ let package = Package(
         .executableTarget(name: "cvm-fuzz", dependencies: ["DiskImage", "EXT4"]),
 
         // MARK: tests
-        .testTarget(name: "DiskImageTests", dependencies: ["DiskImage", "CVMSupport"]),
+        // Deterministic test data shared by the test targets.
+        .target(name: "CVMTestData", path: "Tests/CVMTestData"),
+        .testTarget(name: "DiskImageTests", dependencies: ["CVMTestData", "DiskImage", "CVMSupport"]),
         .testTarget(name: "WorkloadTests", dependencies: ["Workload", "CVMCrypto", "CVMSupport"]),
-        .testTarget(name: "DiskUpdateTests", dependencies: ["DiskUpdate", "DiskImage", "EXT4", "Workload", "CVMSupport"]),
-        .testTarget(name: "CLITests", dependencies: ["DiskImage", "CVMSupport"]),
+        .testTarget(name: "DiskUpdateTests", dependencies: ["CVMTestData", "DiskUpdate", "DiskImage", "EXT4", "Workload", "CVMSupport"]),
+        .testTarget(name: "CLITests", dependencies: ["CVMTestData", "DiskImage", "CVMSupport"]),
         .testTarget(name: "EXT4Tests", dependencies: ["EXT4", "CVMSupport"]),
         .testTarget(name: "CloudAuthTests", dependencies: ["CloudAuth", "CVMCrypto", "CVMSupport"],
                     exclude: ["Fixtures", "Scripts"]),

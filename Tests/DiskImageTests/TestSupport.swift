@@ -1,5 +1,6 @@
 import Foundation
 import XCTest
+import CVMTestData
 @testable import DiskImage
 import CVMSupport
 
@@ -50,32 +51,10 @@ enum TestSupport {
     }
 
     /// Deterministic pseudo-random bytes (xorshift), so failures reproduce.
-    static func pseudoRandomBytes(count: Int, seed: UInt64) -> [UInt8] {
-        var state = seed | 1
-        var out = [UInt8](repeating: 0, count: count)
-        var i = 0
-        while i < count {
-            state ^= state << 13; state ^= state >> 7; state ^= state << 17
-            var v = state
-            for _ in 0..<8 where i < count { out[i] = UInt8(truncatingIfNeeded: v); v >>= 8; i += 1 }
-        }
-        return out
-    }
+    static func pseudoRandomBytes(count: Int, seed: UInt64) -> [UInt8] { TestData.pseudoRandomBytes(count: count, seed: seed) }
 
     /// Compressible text-like bytes.
-    static func compressibleBytes(count: Int, seed: UInt64) -> [UInt8] {
-        let words = ["cvm", "disk", "grain", "sector", "workload", "attest", "measure", "\n", " ", "0000"]
-        var rng = pseudoRandomBytes(count: count / 3 + 16, seed: seed)
-        var out: [UInt8] = []
-        out.reserveCapacity(count)
-        var i = 0
-        while out.count < count {
-            out.append(contentsOf: Array(words[Int(rng[i % rng.count]) % words.count].utf8))
-            i += 1
-        }
-        rng.removeAll()
-        return Array(out.prefix(count))
-    }
+    static func compressibleBytes(count: Int, seed: UInt64) -> [UInt8] { TestData.compressibleBytes(count: count, seed: seed) }
 
     /// Writes `bytes` at `offset` of the file at `path` (creating/extending it, leaving holes).
     static func writeBytes(_ bytes: [UInt8], to path: String, at offset: UInt64) throws {
