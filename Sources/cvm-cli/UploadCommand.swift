@@ -27,6 +27,9 @@ struct UploadCommand: ParsableCommand {
     @Flag(help: "Log each request and step on stderr.")
     var verbose = false
 
+    @Flag(help: "Continue an earlier upload of the same unchanged file that failed or was interrupted, and keep this one resumable if it fails.")
+    var resume = false
+
     func run() throws {
         try runReportingErrors {
             let target = try UploadDestination(parsing: destination)
@@ -43,7 +46,7 @@ struct UploadCommand: ParsableCommand {
             if verbose {
                 options.log = { line in FileHandle.standardError.write(Data("cvm-cli: \(line)\n".utf8)) }
             }
-            let r = try AWSUpload.run(diskPath: disk, destination: target, options: options, verbose: verbose)
+            let r = try AWSUpload.run(diskPath: disk, destination: target, options: options, verbose: verbose, resume: resume)
             if json {
                 try printJSON(UploadJSON(r))
                 return
