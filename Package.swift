@@ -59,9 +59,12 @@ let package = Package(
             "CVMSupport", "CVMCrypto", "CloudAuth", "Transport", "DiskImage", .product(name: "Logging", package: "swift-log"),
         ]),
 
+        // Golden measurements: canonical JSON (RFC 8785), signing and verifying them.
+        .target(name: "Golden", dependencies: ["CVMSupport", "CVMCrypto"]),
+
         // MARK: executables
         .executableTarget(name: "cvm-cli", dependencies: [
-            "DiskImage", "CVMSupport", "Workload", "DiskUpdate", "AWSProvider",
+            "DiskImage", "CVMSupport", "Workload", "DiskUpdate", "AWSProvider", "Golden", "CVMCrypto",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         // Fuzz harness for the format parsers (see docs/fuzzing.md).
@@ -80,6 +83,7 @@ let package = Package(
         .testTarget(name: "TransportTests", dependencies: [
             "Transport", "CVMSupport", .product(name: "Logging", package: "swift-log"),
         ]),
+        .testTarget(name: "GoldenTests", dependencies: ["CVMTestData", "Golden", "CVMCrypto", "CVMSupport"]),
         .testTarget(name: "AWSProviderTests", dependencies: [
             "AWSProvider", "CloudAuth", "Transport", "DiskImage", "CVMCrypto", "CVMSupport",
         ]),
