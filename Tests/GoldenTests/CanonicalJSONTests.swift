@@ -1,7 +1,6 @@
 import CVMSupport
 import CVMTestData
 import Foundation
-@testable import Golden
 import XCTest
 
 /// RFC 8785 canonical JSON, refereed by the `rfc8785` Python package (Trail of Bits), an

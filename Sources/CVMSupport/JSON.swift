@@ -1,7 +1,7 @@
-import CVMSupport
-
-/// A JSON value as RFC 8785 (JSON Canonicalization Scheme) sees it: numbers are IEEE-754
-/// doubles, object member order does not matter, and duplicate member names are refused.
+/// A parsed JSON value that keeps booleans, numbers and strings apart, as RFC 8785 (JSON
+/// Canonicalization Scheme) sees it: numbers are IEEE-754 doubles, object member order does not
+/// matter, and duplicate member names are refused. Used for signed documents (canonical bytes)
+/// and for the agent policy (types matter: `"port": 8000` instead of `"8000"` is an error).
 public indirect enum JSONValue: Equatable, Sendable {
     case null
     case bool(Bool)
@@ -19,6 +19,25 @@ public indirect enum JSONValue: Equatable, Sendable {
         if case .string(let s) = self { return s }
         return nil
     }
+
+    public var typeName: String {
+        switch self {
+        case .null: return "null"
+        case .bool: return "a boolean"
+        case .number: return "a number"
+        case .string: return "a string"
+        case .array: return "an array"
+        case .object: return "an object"
+        }
+    }
+}
+
+/// Where and why a text is not JSON.
+public struct JSONSyntaxError: Error, Sendable, CustomStringConvertible {
+    public let line: Int
+    public let column: Int
+    public let reason: String
+    public var description: String { "line \(line), column \(column): \(reason)" }
 }
 
 /// Strict RFC 8259 / I-JSON parsing and RFC 8785 serialization, written for signatures: the
@@ -26,9 +45,18 @@ public indirect enum JSONValue: Equatable, Sendable {
 /// the file used. (Foundation's serializer escapes `/` and orders keys by code point, which
 /// RFC 8785 does not.)
 public enum CanonicalJSON {
-    /// Parses one JSON text. `source` names the file in errors.
+    /// Parses one JSON text; a syntax error becomes a `CVMError` naming `source` and the position.
     public static func parse(_ bytes: [UInt8], source: String) throws -> JSONValue {
-        var parser = Parser(bytes: bytes, source: source)
+        do {
+            return try parse(bytes)
+        } catch let error as JSONSyntaxError {
+            throw CVMError.invalid("\(source): not valid JSON at \(error)")
+        }
+    }
+
+    /// Parses one JSON text; throws `JSONSyntaxError`.
+    public static func parse(_ bytes: [UInt8]) throws -> JSONValue {
+        var parser = Parser(bytes: bytes)
         return try parser.document()
     }
 
@@ -153,13 +181,11 @@ public enum CanonicalJSON {
 
     private struct Parser {
         let bytes: [UInt8]
-        let source: String
         var position = 0
         var depth = 0
 
-        init(bytes: [UInt8], source: String) {
+        init(bytes: [UInt8]) {
             self.bytes = bytes
-            self.source = source
         }
 
         mutating func document() throws -> JSONValue {
@@ -171,13 +197,13 @@ public enum CanonicalJSON {
             return value
         }
 
-        func failure(_ what: String) -> CVMError {
+        func failure(_ what: String) -> JSONSyntaxError {
             // Line and column help the user find it; the content itself is not echoed.
             var line = 1, column = 1
             for b in bytes.prefix(position) {
                 if b == 0x0A { line += 1; column = 1 } else { column += 1 }
             }
-            return CVMError.invalid("\(source): not valid JSON at line \(line), column \(column): \(what)")
+            return JSONSyntaxError(line: line, column: column, reason: what)
         }
 
         mutating func skipWhitespace() {
