@@ -59,9 +59,14 @@ let package = Package(
             "CVMSupport", "CVMCrypto", "CloudAuth", "Transport", "DiskImage", .product(name: "Logging", package: "swift-log"),
         ]),
 
+        // The confidential-VM matrix (providers/*.json, built in): vm_type × region × TEE checks.
+        .target(name: "CVMMatrix", dependencies: ["CVMSupport"]),
+        // The deploy pipeline every cloud follows: roles, artifacts, plans, ports, Secure Boot certs.
+        .target(name: "Deploy", dependencies: ["CVMSupport", "CVMMatrix"]),
+
         // MARK: executables
         .executableTarget(name: "cvm-cli", dependencies: [
-            "DiskImage", "CVMSupport", "Workload", "DiskUpdate", "AWSProvider",
+            "DiskImage", "CVMSupport", "Workload", "DiskUpdate", "AWSProvider", "CVMMatrix", "Deploy",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         // Fuzz harness for the format parsers (see docs/fuzzing.md).
@@ -83,5 +88,6 @@ let package = Package(
         .testTarget(name: "AWSProviderTests", dependencies: [
             "AWSProvider", "CloudAuth", "Transport", "DiskImage", "CVMCrypto", "CVMSupport",
         ]),
+        .testTarget(name: "DeployTests", dependencies: ["CVMMatrix", "Deploy", "CVMSupport"]),
     ]
 )
