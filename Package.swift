@@ -57,6 +57,7 @@ let package = Package(
         // AWS data planes: EBS direct snapshots and S3 multipart uploads of a disk.
         .target(name: "AWSProvider", dependencies: [
             "CVMSupport", "CVMCrypto", "CloudAuth", "Transport", "DiskImage", .product(name: "Logging", package: "swift-log"),
+            "CXML2", "CVMMatrix", "Deploy",
         ]),
 
         // The confidential-VM matrix (providers/*.json, built in): vm_type × region × TEE checks.
@@ -85,9 +86,14 @@ let package = Package(
         .testTarget(name: "TransportTests", dependencies: [
             "Transport", "CVMSupport", .product(name: "Logging", package: "swift-log"),
         ]),
+        // moto_server with SigV4 enforced, its boto3 helper and the fault proxy: shared by the AWS tests.
+        .target(name: "AWSTestSupport", dependencies: ["CVMSupport"], path: "Tests/AWSTestSupport"),
         .testTarget(name: "AWSProviderTests", dependencies: [
-            "AWSProvider", "CloudAuth", "Transport", "DiskImage", "CVMCrypto", "CVMSupport",
+            "AWSProvider", "CloudAuth", "Transport", "DiskImage", "CVMCrypto", "CVMSupport", "AWSTestSupport",
         ]),
         .testTarget(name: "DeployTests", dependencies: ["CVMMatrix", "Deploy", "CVMSupport"]),
+        .testTarget(name: "DeployAWSTests", dependencies: [
+            "AWSProvider", "AWSTestSupport", "CVMTestData", "CVMMatrix", "Deploy", "DiskImage", "CVMCrypto", "CVMSupport",
+        ]),
     ]
 )

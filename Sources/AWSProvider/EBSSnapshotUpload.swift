@@ -49,7 +49,7 @@ public struct EBSSnapshotUpload: Sendable {
             "Timeout": options.snapshotTimeoutMinutes,
             "ClientToken": options.clientToken,
             "Description": options.description,
-            "Tags": [["Key": "created-by", "Value": "cvm-cli"]],
+            "Tags": [["Key": "created-by", "Value": "cvm-cli"]] + options.tags.sorted { $0.key < $1.key }.map { ["Key": $0.key, "Value": $0.value] },
         ]
         return Array(try JSONSerialization.data(withJSONObject: body, options: [.sortedKeys]))
     }
@@ -119,7 +119,7 @@ public struct EBSSnapshotUpload: Sendable {
     /// returns the block count, bytes sent and the LINEAR aggregate (SHA-256 over the per-block
     /// digests in block order).
     private func putBlocks(_ disk: DiskReader, ebs: String, snapshotID: String) throws -> (Int, UInt64, [UInt8]) {
-        let feeder = try EBSBlockFeeder(disk: disk, blockSize: Self.blockSize)
+        let feeder = try EBSBlockFeeder(disk: disk, blockSize: Self.blockSize, hashContent: options.contentDigest != nil)
         let total = max(try disk.allocatedBytes(), 1)
         let progress = options.progress
         progress?(0, total)
@@ -138,6 +138,7 @@ public struct EBSSnapshotUpload: Sendable {
             }
         }
         progress?(total, total)
+        if let digest = feeder.finalizeContentDigest() { options.contentDigest?(digest) }
         let count = feeder.completed
         return (count, UInt64(count) * UInt64(Self.blockSize), try feeder.finalizeAggregate())
     }

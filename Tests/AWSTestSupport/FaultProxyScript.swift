@@ -8,7 +8,7 @@
 /// - S3 UploadPart 2: 500; CompleteMultipartUpload: 503 SlowDown
 /// - any PUT whose path contains `/stall-`: held 30 s before it is forwarded (interrupt tests)
 /// `GET /proxy-stats` answers how many failures were injected per kind.
-let faultProxyScript = #"""
+public let faultProxyScript = #"""
 import http.client, json, re, sys, threading, time
 from http.server import ThreadingHTTPServer, BaseHTTPRequestHandler
 
