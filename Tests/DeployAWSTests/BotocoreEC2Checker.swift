@@ -11,7 +11,7 @@ from botocore.serialize import create_serializer
 from botocore.validate import ParamValidator
 
 model = botocore.session.get_session().get_service_model("ec2")
-serializer = create_serializer("ec2")
+serializer = create_serializer("ec2", include_validation=False)
 
 def wire_name(shape, default):
     if "queryName" in shape.serialization: return shape.serialization["queryName"]

@@ -269,6 +269,136 @@ final class DeployAWSMotoTests: XCTestCase {
     }
 }
 
+extension DeployAWSMotoTests {
+    func testDryRunReadsButChangesNothing() throws {
+        let (disk, _) = try makeDisk()
+        let proxy = try startProxy()
+        let vm = "cvm-dry"
+        let before = try state(vm)
+        let outcome = try deploy(try request(disk, vm: vm, dryRun: true), via: proxy)
+        XCTAssertTrue(outcome.dryRun)
+        XCTAssertNil(outcome.artifactPath)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: dir + "/_artifacts/aws_\(vm).json"), "a dry run writes no artifact")
+        let sent = try records(proxy)
+        XCTAssertFalse(sent.isEmpty, "a dry run reads")
+        for r in sent {
+            let action = r["action"] as? String ?? "(EBS \(r["method"]!) \(r["path"]!))"
+            XCTAssertTrue(action.hasPrefix("Describe"), "a dry run sent \(action)")
+        }
+        XCTAssertEqual(NSDictionary(dictionary: try state(vm)), NSDictionary(dictionary: before), "server state unchanged")
+        let ops = outcome.plan.filter(\.mutating).map(\.operation)
+        XCTAssertEqual(ops, ["ebs:StartSnapshot", "ebs:PutSnapshotBlock", "ebs:CompleteSnapshot", "ec2:RegisterImage",
+                             "ec2:CreateSecurityGroup", "ec2:AuthorizeSecurityGroupIngress", "ec2:RunInstances",
+                             "ec2:AllocateAddress", "ec2:AssociateAddress"])
+        let register = try XCTUnwrap(outcome.plan.first { $0.operation == "ec2:RegisterImage" })
+        XCTAssertEqual(register.parameters["BootMode"], "uefi")
+        XCTAssertEqual(register.method, "POST")
+        XCTAssertEqual(register.endpoint, proxy.endpoint + "/")
+        XCTAssertEqual(outcome.plan.first { $0.operation == "ec2:RunInstances" }?.parameters["CpuOptions.AmdSevSnp"], "enabled")
+
+        // cleanup --dry-run after a real deploy lists everything and deletes nothing.
+        _ = try deploy(try request(disk, vm: vm), via: proxy)
+        let deployed = try state(vm)
+        let listed = try AWSDeploy.cleanup(vmName: vm, region: nil, artifactsDirectory: dir + "/_artifacts", dryRun: true,
+                                           environment: moto.environment(endpoint: proxy.endpoint), home: dir, options: fastOptions)
+        XCTAssertEqual(Set(listed.removed.map { String($0.split(separator: " ").first!) }),
+                       ["address", "image", "instance", "security", "snapshot"])
+        XCTAssertTrue(listed.removed.contains("snapshot \(try XCTUnwrap(try DeployArtifact.read(dir + "/_artifacts/aws_\(vm).json")?.resources["snapshot_id"]))"))
+        XCTAssertEqual(NSDictionary(dictionary: try state(vm)), NSDictionary(dictionary: deployed), "cleanup --dry-run changed the server")
+        XCTAssertTrue(FileManager.default.fileExists(atPath: dir + "/_artifacts/aws_\(vm).json"))
+        _ = try AWSDeploy.cleanup(vmName: vm, region: nil, artifactsDirectory: dir + "/_artifacts",
+                                  environment: moto.environment(endpoint: proxy.endpoint), home: dir, options: fastOptions)
+        try checkAgainstBotocore(proxy)
+    }
+
+    func testMatrixErrorsComeBeforeAnyRequest() throws {
+        let proxy = try startProxy()
+        let cases: [(String, String, TEE?, String)] = [
+            ("m5.large", "us-east-2", nil, "'m5.large' is not a confidential-VM type on aws"),
+            ("c6a.large", "us-west-1", nil, "c6a.large is SEV-SNP capable in us-east-2 and eu-west-1"),
+            ("m6a.large", "us-east-2", .tdx, "aws offers no TDX confidential VMs"),
+        ]
+        for (type, region, tee, expected) in cases {
+            var r = DeployRequest(cloud: .aws, diskPath: dir + "/no-such-disk.vmdk", vmName: "cvm-matrix", region: region, vmType: type)
+            r.tee = tee
+            r.artifactsDirectory = dir + "/_artifacts"
+            XCTAssertThrowsError(try deploy(r, via: proxy)) { e in
+                XCTAssertEqual((e as? CVMError)?.kind, .usage, "\(e)")
+                XCTAssertTrue("\(e)".contains(expected), "\(e)")
+            }
+        }
+        XCTAssertEqual(try records(proxy).count, 0, "no request before the matrix check passes")
+        // Credentials are not even looked at first.
+        var r = DeployRequest(cloud: .aws, diskPath: "/nope", vmName: "cvm-matrix", region: "us-west-1", vmType: "c6a.large")
+        r.artifactsDirectory = dir
+        XCTAssertThrowsError(try AWSDeploy.run(r, matrix: try CVMMatrix.embedded(), environment: [:], home: dir)) { e in
+            XCTAssertTrue("\(e)".contains("SEV-SNP capable"), "\(e)")
+        }
+    }
+
+    func testDeployCompletesThroughInjectedFaults() throws {
+        let (disk, rawSHA) = try makeDisk()
+        let proxy = try startProxy(faults: true)
+        let vm = "cvm-faults"
+        let outcome = try deploy(try request(disk, vm: vm, ports: "53"), via: proxy)
+        XCTAssertEqual(outcome.artifact.diskSHA256, rawSHA)
+        XCTAssertNotNil(outcome.artifact.publicIP)
+        let fetched = try MotoServer.python(["-c", "import urllib.request,sys; print(urllib.request.urlopen(sys.argv[1]).read().decode())", proxy.endpoint + "/proxy-stats"])
+        let stats = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(fetched.stdout.utf8)) as? [String: Int])
+        for kind in ["start500", "block503", "blockdrop", "register503", "describeimagesdrop", "creategroup500", "run400throttle", "allocate503"] {
+            XCTAssertEqual(stats[kind], 1, "fault \(kind) was not injected: \(stats)")
+        }
+        let s = try state(vm)
+        for kind in ["instances", "groups", "images", "addresses", "snapshots"] {
+            XCTAssertEqual((s[kind] as! [Any]).count, 1, "\(kind) after a deploy with faults: \(s)")
+        }
+        XCTAssertEqual(((s["groups"] as! [[String: Any]]).first?["perms"] as? [String]), ["tcp:53-53", "tcp:8000-8000", "udp:53-53"])
+        _ = try AWSDeploy.cleanup(vmName: vm, region: nil, artifactsDirectory: dir + "/_artifacts",
+                                  environment: moto.environment(endpoint: proxy.endpoint), home: dir, options: fastOptions)
+        let after = try state(vm)
+        XCTAssertEqual((after["instances"] as! [Any]).count + (after["images"] as! [Any]).count + (after["groups"] as! [Any]).count, 0)
+    }
+
+    func testWrongSecretIsRefusedAndNeverShown() throws {
+        let (disk, _) = try makeDisk()
+        let secret = "wrongSecretValue/ABCDEFGHIJKLMNOPQRSTUVW"
+        let r = try request(disk, vm: "cvm-auth")
+        XCTAssertThrowsError(try AWSDeploy.run(r, matrix: try CVMMatrix.embedded(), environment: moto.environment(secret: secret),
+                                               home: dir, options: fastOptions)) { e in
+            let text = "\(e)"
+            XCTAssertTrue(text.contains("403") || text.contains("401"), text)
+            XCTAssertFalse(text.contains(secret), text)
+        }
+    }
+
+    /// The checker itself rejects what AWS would: misspelt names, bad enum values, wrong types.
+    func testBotocoreCheckerRejectsBadRequests() throws {
+        let log = dir + "/bad.jsonl"
+        let bad = [
+            "Action=RunInstances&Version=2016-11-15&ImageId=ami-1&MinCount=1&MaxCount=1&CpuOptions.AmdSevSNP=enabled",
+            "Action=RegisterImage&Version=2016-11-15&Name=xyz&BootMode=efi&TpmSupport=v2.0",
+            "Action=RunInstances&Version=2016-11-15&ImageId=ami-1&MinCount=one&MaxCount=1",
+            "Action=RegisterImage&Version=2016-11-15&Name=xyz&EnaSupport=yes",
+            "Action=DescribeImages&Version=2016-11-15&Owners.1=self",
+            "Action=RunInstances&Version=2016-11-15&ImageId=ami-1&MinCount=1",
+        ]
+        let lines = bad.map { body in
+            String(decoding: try! JSONSerialization.data(withJSONObject: ["action": "x", "body": body, "method": "POST", "path": "/"]), as: UTF8.self)
+        }
+        try (lines.joined(separator: "\n") + "\n").write(toFile: log, atomically: true, encoding: .utf8)
+        let script = dir + "/check_ec2.py"
+        try botocoreEC2CheckerScript.write(toFile: script, atomically: true, encoding: .utf8)
+        let out = try JSONSerialization.jsonObject(with: Data(try MotoServer.python([script, log]).stdout.utf8)) as! [String: Any]
+        let errors = (out["errors"] as! [String]).joined(separator: "\n")
+        XCTAssertTrue(errors.contains("unknown parameter CpuOptions.AmdSevSNP"), errors)
+        XCTAssertTrue(errors.contains("BootMode='efi' is not one of"), errors)
+        XCTAssertTrue(errors.contains("MinCount='one' is not an integer"), errors)
+        XCTAssertTrue(errors.contains("EnaSupport='yes' is not a boolean"), errors)
+        XCTAssertTrue(errors.contains("unknown parameter Owners.1"), errors)
+        XCTAssertTrue(errors.contains("MaxCount"), "a missing required member: \(errors)")
+    }
+}
+
 /// Lines collected from any thread.
 final class LineLog: @unchecked Sendable {
     private let lock = NSLock()

@@ -1,7 +1,7 @@
 /// A proxy in front of moto that records every request (method, path, body) as one JSON line,
 /// and with faults on fails the first attempt of chosen calls before forwarding retries
 /// untouched (Host and every signed header kept, so moto still checks SigV4):
-/// - EBS StartSnapshot: 500; PutSnapshotBlock of block 2: 503 throttling; of block 5: cut connection
+/// - EBS StartSnapshot: 500; PutSnapshotBlock of block 0: 503 throttling; of block 4: cut connection
 /// - EC2 RegisterImage: 503 RequestLimitExceeded; DescribeImages: cut connection
 /// - EC2 CreateSecurityGroup: 500; RunInstances: 400 RequestLimitExceeded; AllocateAddress: 503 Unavailable
 /// `GET /proxy-stats` answers the injected failures per kind.
@@ -49,8 +49,8 @@ class Proxy(BaseHTTPRequestHandler):
         if faults:
             m = re.match(r"^/snapshots/[^/]+/blocks/(\d+)$", path)
             if method == "POST" and path == "/snapshots": fault = "start500"
-            elif m and m.group(1) == "2": fault = "block503"
-            elif m and m.group(1) == "5": fault = "blockdrop"
+            elif m and m.group(1) == "0": fault = "block503"
+            elif m and m.group(1) == "4": fault = "blockdrop"
             elif action == "RegisterImage": fault = "register503"
             elif action == "DescribeImages": fault = "describeimagesdrop"
             elif action == "CreateSecurityGroup": fault = "creategroup500"
