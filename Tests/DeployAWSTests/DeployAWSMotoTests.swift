@@ -27,7 +27,7 @@ final class DeployAWSMotoTests: XCTestCase {
         super.tearDown()
     }
 
-    private var moto: MotoServer!
+    var moto: MotoServer!
     private var dir = ""
     private var proxies: [Process] = []
 
@@ -169,6 +169,10 @@ final class DeployAWSMotoTests: XCTestCase {
         XCTAssertGreaterThan(out["checked"] as! Int, 5, file: file, line: line)
         return (out["requests"] as! [[String: Any]]).map { ($0["action"] as! String, $0["params"] as! [String: String]) }
     }
+
+    /// For the CLI tests (in another file): a disk in this test's folder, and a proxy.
+    func makeDiskForCLI() throws -> (path: String, dir: String) { (try makeDisk().0, dir) }
+    func startProxyForCLI() throws -> String { try startProxy().endpoint }
 
     // MARK: tests
 
