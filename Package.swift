@@ -57,7 +57,7 @@ let package = Package(
         // AWS data planes: EBS direct snapshots and S3 multipart uploads of a disk.
         .target(name: "AWSProvider", dependencies: [
             "CVMSupport", "CVMCrypto", "CloudAuth", "Transport", "DiskImage", .product(name: "Logging", package: "swift-log"),
-            "CXML2", "CVMMatrix", "Deploy",
+            "CXML2", "CZlib", "CVMMatrix", "Deploy",
         ]),
 
         // The confidential-VM matrix (providers/*.json, built in): vm_type × region × TEE checks.

@@ -181,7 +181,9 @@ final class DeployAWSMotoTests: XCTestCase {
         let proxy = try startProxy()
         let vm = "cvm-full"
         let log = LineLog()
-        let first = try deploy(try request(disk, vm: vm), via: proxy, log: log)
+        var firstRequest = try request(disk, vm: vm)
+        firstRequest.secureBootCerts = try SecureBootCerts.load(directory: try AWSUEFIDataTests.makeCertificateFolder(dir))
+        let first = try deploy(firstRequest, via: proxy, log: log)
 
         // The artifact, as written on disk.
         let path = dir + "/_artifacts/aws_\(vm).json"
@@ -244,6 +246,8 @@ final class DeployAWSMotoTests: XCTestCase {
         XCTAssertEqual(register["VirtualizationType"], "hvm")
         XCTAssertEqual(register["BlockDeviceMapping.1.Ebs.SnapshotId"], artifact.resources["snapshot_id"])
         XCTAssertEqual(register["TagSpecification.1.Tag.2.Key"], "cvm-cli:vm")
+        let uefi = try AWSUEFIDataTests.decode(try XCTUnwrap(register["UefiData"]), in: dir)
+        XCTAssertEqual(uefi.map { $0["name"] as? String }, ["PK", "KEK", "db"], "UefiData holds the --secure-boot-certs keys")
         let run = try XCTUnwrap(requests.first { $0.action == "RunInstances" }?.params)
         XCTAssertEqual(run["CpuOptions.AmdSevSnp"], "enabled")
         XCTAssertEqual(run["ImageId"], artifact.resources["image_id"])
