@@ -57,14 +57,19 @@ let package = Package(
         // AWS data planes: EBS direct snapshots and S3 multipart uploads of a disk.
         .target(name: "AWSProvider", dependencies: [
             "CVMSupport", "CVMCrypto", "CloudAuth", "Transport", "DiskImage", .product(name: "Logging", package: "swift-log"),
+            "CXML2", "CZlib", "CVMMatrix", "Deploy",
         ]),
 
-        // Golden measurements: canonical JSON (RFC 8785), signing and verifying them.
+        // Golden measurements: signing and verifying them (canonical JSON from CVMSupport).
         .target(name: "Golden", dependencies: ["CVMSupport", "CVMCrypto"]),
+        // The confidential-VM matrix (providers/*.json, built in): vm_type × region × TEE checks.
+        .target(name: "CVMMatrix", dependencies: ["CVMSupport"]),
+        // The deploy pipeline every cloud follows: roles, artifacts, plans, ports, Secure Boot certs.
+        .target(name: "Deploy", dependencies: ["CVMSupport", "CVMMatrix"]),
 
         // MARK: executables
         .executableTarget(name: "cvm-cli", dependencies: [
-            "DiskImage", "CVMSupport", "Workload", "DiskUpdate", "AWSProvider", "Golden", "CVMCrypto",
+            "DiskImage", "CVMSupport", "Workload", "DiskUpdate", "AWSProvider", "Golden", "CVMCrypto", "CVMMatrix", "Deploy",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         // Fuzz harness for the format parsers (see docs/fuzzing.md).
@@ -84,8 +89,14 @@ let package = Package(
             "Transport", "CVMSupport", .product(name: "Logging", package: "swift-log"),
         ]),
         .testTarget(name: "GoldenTests", dependencies: ["CVMTestData", "Golden", "CVMCrypto", "CVMSupport"]),
+        // moto_server with SigV4 enforced, its boto3 helper and the fault proxy: shared by the AWS tests.
+        .target(name: "AWSTestSupport", dependencies: ["CVMSupport"], path: "Tests/AWSTestSupport"),
         .testTarget(name: "AWSProviderTests", dependencies: [
-            "AWSProvider", "CloudAuth", "Transport", "DiskImage", "CVMCrypto", "CVMSupport",
+            "AWSProvider", "CloudAuth", "Transport", "DiskImage", "CVMCrypto", "CVMSupport", "AWSTestSupport",
+        ]),
+        .testTarget(name: "DeployTests", dependencies: ["CVMMatrix", "Deploy", "CVMSupport"]),
+        .testTarget(name: "DeployAWSTests", dependencies: [
+            "AWSProvider", "AWSTestSupport", "CVMTestData", "CVMMatrix", "Deploy", "DiskImage", "CVMCrypto", "CVMSupport",
         ]),
     ]
 )

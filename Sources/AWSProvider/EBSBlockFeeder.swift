@@ -27,15 +27,22 @@ final class EBSBlockFeeder: @unchecked Sendable {
     private var failed = false
     private var scanned: UInt64 = 0
     private var stored = 0
+    /// SHA-256 of the whole virtual disk (zeros of holes included), fed in offset order as
+    /// blocks are read: the disk's digest without a second pass. Nil when not asked for.
+    private var content: SHA256Hasher?
+    private var contentOffset: UInt64 = 0
+    private let hashingContent: Bool
 
     /// Virtual-disk bytes looked at so far (stored ranges only).
     var scannedBytes: UInt64 { lock.withLock { scanned } }
     /// Blocks the server has accepted.
     var completed: Int { lock.withLock { stored } }
 
-    init(disk: DiskReader, blockSize: Int) throws {
+    init(disk: DiskReader, blockSize: Int, hashContent: Bool = false) throws {
         self.disk = disk
         self.blockSize = blockSize
+        content = hashContent ? SHA256Hasher() : nil
+        hashingContent = hashContent
         candidates = StoredBlockIterator(ranges: try disk.storedRanges(), blockSize: UInt64(blockSize), limit: disk.virtualSize)
     }
 
@@ -50,6 +57,11 @@ final class EBSBlockFeeder: @unchecked Sendable {
                     try disk.read(into: UnsafeMutableRawBufferPointer(rebasing: buffer[0..<length]), at: offset)
                 }
                 scanned += UInt64(length)
+                if hashingContent {
+                    hashZeros(upTo: offset)
+                    bytes.withUnsafeBytes { content?.update(UnsafeRawBufferPointer(rebasing: $0[0..<length])) }
+                    contentOffset = offset + UInt64(length)
+                }
                 if isAllZero(bytes) { continue }
                 defer { handedOut += 1 }
                 return Block(sequence: handedOut, index: index, bytes: bytes)
@@ -67,6 +79,29 @@ final class EBSBlockFeeder: @unchecked Sendable {
                 nextToHash += 1
             }
             stored += 1
+        }
+    }
+
+    /// Feeds zeros from `contentOffset` to `end` into the content digest.
+    private func hashZeros(upTo end: UInt64) {
+        guard end > contentOffset else { return }
+        Self.zeros.withUnsafeBytes { z in
+            while contentOffset < end {
+                let n = Int(min(UInt64(z.count), end - contentOffset))
+                content?.update(UnsafeRawBufferPointer(rebasing: z[0..<n]))
+                contentOffset += UInt64(n)
+            }
+        }
+    }
+
+    private static let zeros = [UInt8](repeating: 0, count: 1 << 20)
+
+    /// The virtual disk's SHA-256, after every block was handed out (nil if not asked for).
+    func finalizeContentDigest() -> [UInt8]? {
+        lock.withLock {
+            guard hashingContent else { return nil }
+            hashZeros(upTo: disk.virtualSize)
+            return content.take()?.finalize()
         }
     }
 

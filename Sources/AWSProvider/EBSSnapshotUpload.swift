@@ -82,7 +82,7 @@ public struct EBSSnapshotUpload: Sendable {
             "Timeout": options.snapshotTimeoutMinutes,
             "ClientToken": options.clientToken,
             "Description": options.description,
-            "Tags": [["Key": "created-by", "Value": "cvm-cli"]],
+            "Tags": [["Key": "created-by", "Value": "cvm-cli"]] + options.tags.sorted { $0.key < $1.key }.map { ["Key": $0.key, "Value": $0.value] },
         ]
         return Array(try JSONSerialization.data(withJSONObject: body, options: [.sortedKeys]))
     }
@@ -153,7 +153,7 @@ public struct EBSSnapshotUpload: Sendable {
     /// (SHA-256 over the per-block digests in block order, stored blocks included).
     private func putBlocks(_ disk: DiskReader, ebs: String, snapshotID: String, skipping stored: Set<UInt64>,
                            journal: EBSResumeJournal?) throws -> (Int, UInt64, [UInt8]) {
-        let feeder = try EBSBlockFeeder(disk: disk, blockSize: Self.blockSize)
+        let feeder = try EBSBlockFeeder(disk: disk, blockSize: Self.blockSize, hashContent: options.contentDigest != nil)
         let total = max(try disk.allocatedBytes(), 1)
         let progress = options.progress
         let sent = ProgressTotal()
@@ -177,6 +177,7 @@ public struct EBSSnapshotUpload: Sendable {
             }
         }
         progress?(total, total)
+        if let digest = feeder.finalizeContentDigest() { options.contentDigest?(digest) }
         return (feeder.completed, sent.add(0), try feeder.finalizeAggregate())
     }
 }

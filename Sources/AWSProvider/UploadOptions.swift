@@ -27,6 +27,12 @@ public struct AWSUploadOptions: Sendable {
     /// continues (S3 parts or EBS blocks already stored are not sent again).
     public var resumeStore: ResumeStore?
 
+    /// Extra tags on the snapshot (StartSnapshot), besides `created-by=cvm-cli`, sorted by key.
+    public var tags: [String: String] = [:]
+    /// When set, the virtual disk's SHA-256 (holes as zeros) is computed while the blocks are
+    /// read and handed here once all are sent.
+    public var contentDigest: (@Sendable ([UInt8]) -> Void)?
+
     public init() {}
 }
 

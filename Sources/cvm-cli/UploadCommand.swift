@@ -59,7 +59,7 @@ struct UploadCommand: ParsableCommand {
 }
 
 /// Set by the first SIGINT or SIGTERM; a second one exits at once.
-private final class InterruptFlag: @unchecked Sendable {
+final class InterruptFlag: @unchecked Sendable {
     private let lock = NSLock()
     private var set = false
     private var sources: [DispatchSourceSignal] = []

@@ -1,4 +1,5 @@
 import AWSProvider
+import AWSTestSupport
 import CVMSupport
 import Foundation
 import XCTest

@@ -3,6 +3,7 @@ import CVMCrypto
 import CVMSupport
 import DiskImage
 import Foundation
+import AWSTestSupport
 import XCTest
 
 /// End-to-end uploads against moto_server with SigV4 enforced; what arrived is read back with

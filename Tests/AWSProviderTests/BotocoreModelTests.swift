@@ -3,6 +3,7 @@ import CVMCrypto
 import CVMSupport
 import Foundation
 @testable import Transport
+import AWSTestSupport
 import XCTest
 
 /// Our EBS and EC2 request parts against botocore's own service models: the StartSnapshot body

@@ -4,16 +4,16 @@ import XCTest
 
 /// A `moto_server` on 127.0.0.1 (a free port) with SigV4 enforced for one IAM user's key.
 /// Started once per test class, stopped in teardown (by its own process id).
-final class MotoServer: @unchecked Sendable {
-    let endpoint: String
-    let accessKeyID: String
-    let secretAccessKey: String
-    let region = "us-east-2"
+public final class MotoServer: @unchecked Sendable {
+    public let endpoint: String
+    public let accessKeyID: String
+    public let secretAccessKey: String
+    public let region = "us-east-2"
     private let process: Process
     private let helperPath: String
-    let directory: URL
+    public let directory: URL
 
-    init() throws {
+    public init() throws {
         directory = FileManager.default.temporaryDirectory.appendingPathComponent("cvm-moto-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         helperPath = directory.appendingPathComponent("moto_helper.py").path
@@ -55,7 +55,7 @@ final class MotoServer: @unchecked Sendable {
         secretAccessKey = secret
     }
 
-    func stop() {
+    public func stop() {
         if process.isRunning {
             process.terminate()
             process.waitUntilExit()
@@ -65,7 +65,7 @@ final class MotoServer: @unchecked Sendable {
 
     /// Starts the fault-injecting proxy (`faultProxyScript`) in front of this server; returns
     /// its endpoint and process (stop it with `terminate()`).
-    func startFaultProxy(countingWithDelay delay: Double? = nil) throws -> (endpoint: String, process: Process) {
+    public func startFaultProxy(countingWithDelay delay: Double? = nil) throws -> (endpoint: String, process: Process) {
         let script = directory.appendingPathComponent("fault_proxy.py").path
         try faultProxyScript.write(toFile: script, atomically: true, encoding: .utf8)
         let port = try Self.freePort()
@@ -87,7 +87,7 @@ final class MotoServer: @unchecked Sendable {
     }
 
     /// The environment an AWS SDK (and cvm-cli) would see for this server.
-    func environment(secret: String? = nil, endpoint: String? = nil) -> [String: String] {
+    public func environment(secret: String? = nil, endpoint: String? = nil) -> [String: String] {
         [
             "AWS_ACCESS_KEY_ID": accessKeyID,
             "AWS_SECRET_ACCESS_KEY": secret ?? secretAccessKey,
@@ -97,13 +97,13 @@ final class MotoServer: @unchecked Sendable {
         ]
     }
 
-    var credentialsJSON: String {
+    public var credentialsJSON: String {
         let data = (try? JSONSerialization.data(withJSONObject: ["id": accessKeyID, "secret": secretAccessKey])) ?? Data()
         return String(decoding: data, as: UTF8.self)
     }
 
     /// Runs a helper command and parses its JSON answer.
-    func helper(_ command: String, _ args: [String]) throws -> [String: Any] {
+    public func helper(_ command: String, _ args: [String]) throws -> [String: Any] {
         let r = try Self.python([helperPath, command, endpoint, credentialsJSON, region] + args)
         guard let object = try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any] else {
             throw CVMError.io("moto helper \(command) printed no JSON: \(r.stdout) \(r.stderr)")
@@ -113,15 +113,15 @@ final class MotoServer: @unchecked Sendable {
 
     // MARK: process plumbing
 
-    struct Output { let status: Int32; let stdout: String; let stderr: String }
+    public struct Output { public let status: Int32; public let stdout: String; public let stderr: String }
 
     @discardableResult
-    static func python(_ args: [String], allowFailure: Bool = false) throws -> Output {
+    public static func python(_ args: [String], allowFailure: Bool = false) throws -> Output {
         try run(["python3"] + args, allowFailure: allowFailure)
     }
 
     /// Runs a command via /usr/bin/env, output to temp files (no pipe can fill up).
-    static func run(_ args: [String], environment: [String: String]? = nil, allowFailure: Bool = false) throws -> Output {
+    public static func run(_ args: [String], environment: [String: String]? = nil, allowFailure: Bool = false) throws -> Output {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
         p.arguments = args
@@ -146,7 +146,7 @@ final class MotoServer: @unchecked Sendable {
     }
 
     /// A port the kernel just handed out on 127.0.0.1 (bound to 0, then released).
-    static func freePort() throws -> UInt16 {
+    public static func freePort() throws -> UInt16 {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { throw CVMError.io("socket: \(errnoDescription())") }
         defer { close(fd) }
@@ -162,7 +162,7 @@ final class MotoServer: @unchecked Sendable {
         return UInt16(bigEndian: addr.sin_port)
     }
 
-    static func canConnect(port: UInt16) -> Bool {
+    public static func canConnect(port: UInt16) -> Bool {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { return false }
         defer { close(fd) }
@@ -175,5 +175,5 @@ final class MotoServer: @unchecked Sendable {
         }
     }
 
-    static func monotonicNow() -> Double { ProcessInfo.processInfo.systemUptime }
+    public static func monotonicNow() -> Double { ProcessInfo.processInfo.systemUptime }
 }

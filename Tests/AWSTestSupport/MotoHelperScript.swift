@@ -2,8 +2,8 @@ import Foundation
 
 /// The Python side of the tests: sets up moto (IAM user, key, SigV4 enforced) and reads back
 /// what was uploaded with boto3, so what we sent is judged by AWS's own SDK and moto.
-enum MotoHelperScript {
-    static let source = #"""
+public enum MotoHelperScript {
+    public static let source = #"""
     import base64, hashlib, json, sys, urllib.request
     import boto3
     from botocore.config import Config

@@ -12,7 +12,7 @@
 /// body is read (so a client killed meanwhile has delivered nothing), and the stats count the
 /// bytes of complete PUT bodies (`put_bytes`; a body cut short by a killed client is counted in
 /// `put_cut_bytes` and not forwarded) and the PUTs the upstream accepted (`put_ok`).
-let faultProxyScript = #"""
+public let faultProxyScript = #"""
 import http.client, json, re, sys, threading, time
 from http.server import ThreadingHTTPServer, BaseHTTPRequestHandler
 
