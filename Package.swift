@@ -59,9 +59,14 @@ let package = Package(
             "CVMSupport", "CVMCrypto", "CloudAuth", "Transport", "DiskImage", .product(name: "Logging", package: "swift-log"),
         ]),
 
+        // GCP: GCS resumable uploads of a disk as a GCE image archive (Compute calls to come).
+        .target(name: "GCPProvider", dependencies: [
+            "CVMSupport", "CVMCrypto", "CloudAuth", "Transport", "DiskImage", .product(name: "Logging", package: "swift-log"),
+        ]),
+
         // MARK: executables
         .executableTarget(name: "cvm-cli", dependencies: [
-            "DiskImage", "CVMSupport", "Workload", "DiskUpdate", "AWSProvider",
+            "DiskImage", "CVMSupport", "Workload", "DiskUpdate", "AWSProvider", "GCPProvider",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         // Fuzz harness for the format parsers (see docs/fuzzing.md).
@@ -83,5 +88,8 @@ let package = Package(
         .testTarget(name: "AWSProviderTests", dependencies: [
             "AWSProvider", "CloudAuth", "Transport", "DiskImage", "CVMCrypto", "CVMSupport",
         ]),
+        .testTarget(name: "GCPProviderTests", dependencies: [
+            "GCPProvider", "CloudAuth", "Transport", "DiskImage", "CVMCrypto", "CVMSupport", "CVMTestData",
+        ], exclude: ["Scripts"]),
     ]
 )
