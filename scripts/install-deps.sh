@@ -22,7 +22,10 @@ fi
 if [ "${1:-}" = "--with-test-tools" ]; then
   command -v python3 >/dev/null || { echo "python3 is required for the test referees" >&2; exit 1; }
   pip_pkgs=("botocore==1.43.11" "cryptography==48.0.0" "azure-storage-blob==12.31.1" "moto[server]==5.2.1" "boto3==1.43.11")
-  if ! python3 -c 'import botocore, cryptography, azure.storage.blob, moto.server, boto3' 2>/dev/null; then
+  # GCS: the storage emulator, PyJWT for the token server, the official client as download oracle and bench peer.
+  pip_pkgs+=("gcp-storage-emulator==2026.7.19" "pyjwt==2.15.1" "google-cloud-storage==3.17.1" "google-crc32c==1.9.0")
+  if ! python3 -c 'import botocore, cryptography, azure.storage.blob, moto.server, boto3' 2>/dev/null \
+     || ! python3 -c 'import gcp_storage_emulator, jwt, google.cloud.storage, google_crc32c' 2>/dev/null; then
     python3 -m pip install -q --disable-pip-version-check "${pip_pkgs[@]}"
   fi
 fi

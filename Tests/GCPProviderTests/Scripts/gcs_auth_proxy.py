@@ -93,8 +93,12 @@ class Handler(BaseHTTPRequestHandler):
         return b"".join(parts)
 
     def drop(self):
+        """Cuts the connection in the middle of an answer (a bare close on a reused connection
+        is retried inside libcurl, invisibly; this one reaches the client's retry logic)."""
         self.close_connection = True
         try:
+            self.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"kind\":")
+            self.wfile.flush()
             self.connection.shutdown(2)
         except OSError:
             pass
