@@ -106,7 +106,7 @@ final class GCSUploadEmulatorTests: XCTestCase {
 
     // MARK: credentials
 
-    func testTheProxyRefusesRequestsWithoutItsToken() throws {
+    func testTheRefereesRefuseUnknownTokensAndAcceptGoogleAuthJWTs() throws {
         let (proxy, _) = try proxy()
         let r = try GCSHarness.run(["python3", "-c", """
             import urllib.request, urllib.error, sys
@@ -118,6 +118,20 @@ final class GCSUploadEmulatorTests: XCTestCase {
                 print(e.code)
             """, proxy.endpoint])
         XCTAssertEqual(r.stdout.trimmingCharacters(in: .whitespacesAndNewlines), "401")
+
+        // The token server accepts what Google's own library signs (aud = Google's token URI),
+        // so it judges our JWTs by the real rules, not by ours.
+        let key = try harness.writeKeyFile(tokenURI: proxy.tokenURI, name: "google-auth.json")
+        let g = try GCSHarness.run(["python3", "-c", """
+            import sys
+            from google.oauth2 import service_account
+            from google.auth.transport.requests import Request
+            c = service_account.Credentials.from_service_account_file(sys.argv[1], scopes=["https://www.googleapis.com/auth/devstorage.read_write"])
+            c.refresh(Request())
+            print("ok" if c.token.startswith("ya29.test-") else "bad")
+            """, key])
+        XCTAssertEqual(g.stdout.trimmingCharacters(in: .whitespacesAndNewlines), "ok")
+        XCTAssertEqual(try proxy.stats()["token_requests"] as? Int, 1)
     }
 
     func testWrongKeyIsOneClearLineWithoutSecrets() throws {
