@@ -44,17 +44,17 @@ struct GCSResumableSession {
 
     /// `PUT session` with `Content-Range: bytes START-END/TOTAL|*` and the chunk as body.
     /// `hashes` (the whole object's) go on the final chunk as `X-Goog-Hash`, which GCS checks.
-    func put(sessionURI: String, chunk: [UInt8], at offset: UInt64, total: UInt64?,
+    func put(sessionURI: String, chunk: SlicesBody, at offset: UInt64, total: UInt64?,
              hashes: (md5: String, crc32c: String)?, progress: TransferProgressHandler?) throws -> Answer {
         var headers = HTTPHeaders()
         let totalText = total.map(String.init) ?? "*"
-        if chunk.isEmpty {
+        if chunk.size == 0 {
             headers.add("Content-Range", "bytes */\(totalText)")
         } else {
-            headers.add("Content-Range", "bytes \(offset)-\(offset + UInt64(chunk.count) - 1)/\(totalText)")
+            headers.add("Content-Range", "bytes \(offset)-\(offset + chunk.size - 1)/\(totalText)")
         }
         if let hashes { headers.add("X-Goog-Hash", "crc32c=\(hashes.crc32c),md5=\(hashes.md5)") }
-        let request = makeRequest("PUT", sessionURI, headers: headers, body: chunk.isEmpty ? nil : BytesBody(chunk),
+        let request = makeRequest("PUT", sessionURI, headers: headers, body: chunk.size == 0 ? nil : chunk,
                                   sessionURI: sessionURI)
         return try answer(try send("GCS upload chunk at \(offset)", request, progress: progress))
     }
@@ -98,7 +98,7 @@ struct GCSResumableSession {
         return .finished(object)
     }
 
-    private func makeRequest(_ method: String, _ url: String, headers: HTTPHeaders, body: BytesBody?,
+    private func makeRequest(_ method: String, _ url: String, headers: HTTPHeaders, body: (any RequestBody)?,
                              sessionURI: String?) -> HTTPRequest {
         var request = HTTPRequest(method: method, url: url, headers: headers, body: body, sign: tokens.requestSigner)
         request.acceptedStatuses = [200, 201, 308]

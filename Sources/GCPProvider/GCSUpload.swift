@@ -138,7 +138,7 @@ struct ResumableUploadRun {
 
         let sent = ByteCounter()
         do {
-            var window: [UInt8] = []      // stream bytes [windowStart, windowStart + window.count)
+            var window = ByteWindow()     // stream bytes [windowStart, windowStart + window.count)
             var windowStart = confirmed   // == bytes the server confirmed
             var produced: UInt64 = 0
             var ended = false
@@ -151,7 +151,7 @@ struct ResumableUploadRun {
                 produced += UInt64(chunk.count)
                 if produced <= windowStart { return }
                 let keepFrom = Int(windowStart > chunkStart ? windowStart - chunkStart : 0)
-                window.append(contentsOf: chunk[keepFrom...])
+                window.append(chunk[keepFrom...])
             }
 
             /// The regenerated stream must equal what was uploaded before (deterministic writer,
@@ -177,7 +177,7 @@ struct ResumableUploadRun {
                 }
                 let isLast = ended && window.count <= options.chunkSize
                 let count = isLast ? window.count : options.chunkSize
-                let body = count == window.count ? window : Array(window[0..<count])
+                let body = window.prefix(count)
                 let streamTotal: UInt64? = isLast ? produced : total
                 let hashes = isLast ? { let d = stream.digests; return (d.md5, d.crc32c) }() : nil
                 let answer: GCSResumableSession.Answer
@@ -206,11 +206,11 @@ struct ResumableUploadRun {
                 switch answer {
                 case .finished(let object):
                     finishedObject = object
-                    windowStart += UInt64(body.count)
+                    windowStart += body.size
                     window.removeAll()
                 case .incomplete(let at):
-                    guard at >= windowStart, at <= windowStart + UInt64(body.count) else {
-                        throw CVMError.io("GCS upload of \(destination): the server reports \(at) bytes stored after a chunk \(windowStart)…\(windowStart + UInt64(body.count)); the session is inconsistent, run again without --resume")
+                    guard at >= windowStart, at <= windowStart + body.size else {
+                        throw CVMError.io("GCS upload of \(destination): the server reports \(at) bytes stored after a chunk \(windowStart)…\(windowStart + body.size); the session is inconsistent, run again without --resume")
                     }
                     if at > windowStart { recoveries = 0 }
                     window.removeFirst(Int(at - windowStart))

@@ -46,7 +46,7 @@ final class GCSUploadStream: @unchecked Sendable {
     private(set) var sourcePosition: UInt64 = 0
     var onSourceProgress: (@Sendable (UInt64) -> Void)?
 
-    init(source: Source, chunkSize: Int, capacity: Int = 2) throws {
+    init(source: Source, chunkSize: Int, capacity: Int = 1) throws {
         self.source = source
         self.chunkSize = chunkSize
         self.capacity = max(1, capacity)
