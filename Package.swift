@@ -67,9 +67,14 @@ let package = Package(
         // The deploy pipeline every cloud follows: roles, artifacts, plans, ports, Secure Boot certs.
         .target(name: "Deploy", dependencies: ["CVMSupport", "CVMMatrix"]),
 
+        // GCP: GCS resumable uploads of a disk as a GCE image archive (Compute calls to come).
+        .target(name: "GCPProvider", dependencies: [
+            "CVMSupport", "CVMCrypto", "CloudAuth", "Transport", "DiskImage", .product(name: "Logging", package: "swift-log"),
+        ]),
+
         // MARK: executables
         .executableTarget(name: "cvm-cli", dependencies: [
-            "DiskImage", "CVMSupport", "Workload", "DiskUpdate", "AWSProvider", "Golden", "CVMCrypto", "CVMMatrix", "Deploy",
+            "DiskImage", "CVMSupport", "Workload", "DiskUpdate", "AWSProvider", "Golden", "CVMCrypto", "CVMMatrix", "Deploy", "GCPProvider",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         // Fuzz harness for the format parsers (see docs/fuzzing.md).
@@ -98,5 +103,8 @@ let package = Package(
         .testTarget(name: "DeployAWSTests", dependencies: [
             "AWSProvider", "AWSTestSupport", "CVMTestData", "CVMMatrix", "Deploy", "DiskImage", "CVMCrypto", "CVMSupport",
         ]),
+        .testTarget(name: "GCPProviderTests", dependencies: [
+            "GCPProvider", "CloudAuth", "Transport", "DiskImage", "CVMCrypto", "CVMSupport", "CVMTestData",
+        ], exclude: ["Scripts"]),
     ]
 )

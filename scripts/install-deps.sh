@@ -31,6 +31,9 @@ if [ "${1:-}" = "--with-test-tools" ]; then
     "rfc8785==0.1.4"
     "uefivars==1.2"
     "google-crc32c==1.9.0"
+    "gcp-storage-emulator==2026.7.19"
+    "pyjwt==2.15.1"
+    "google-cloud-storage==3.17.1"
   )
   python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore "${pip_pkgs[@]}"
 fi

@@ -190,7 +190,7 @@ final class AWSUploadMotoTests: XCTestCase {
         XCTAssertTrue(refused.stderr.hasPrefix("cvm-cli: error: EBS StartSnapshot: "), refused.stderr)
         XCTAssertFalse(refused.stderr.contains("not-the-secret"))
 
-        let usage = try MotoServer.run([cli, "upload", disk, "gs://bucket/x"], environment: env, allowFailure: true)
+        let usage = try MotoServer.run([cli, "upload", disk, "ftp://bucket/x"], environment: env, allowFailure: true)
         XCTAssertEqual(usage.status, 64, usage.stderr)
     }
 
