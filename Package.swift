@@ -59,9 +59,14 @@ let package = Package(
             "CVMSupport", "CVMCrypto", "CloudAuth", "Transport", "DiskImage", .product(name: "Logging", package: "swift-log"),
         ]),
 
+        // Azure: page blob upload of a disk as a fixed VHD (SharedKey); ARM calls later.
+        .target(name: "AzureProvider", dependencies: [
+            "CVMSupport", "CVMCrypto", "CloudAuth", "Transport", "DiskImage", .product(name: "Logging", package: "swift-log"),
+        ]),
+
         // MARK: executables
         .executableTarget(name: "cvm-cli", dependencies: [
-            "DiskImage", "CVMSupport", "Workload", "DiskUpdate", "AWSProvider",
+            "DiskImage", "CVMSupport", "Workload", "DiskUpdate", "AWSProvider", "AzureProvider",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         // Fuzz harness for the format parsers (see docs/fuzzing.md).
@@ -83,5 +88,8 @@ let package = Package(
         .testTarget(name: "AWSProviderTests", dependencies: [
             "AWSProvider", "CloudAuth", "Transport", "DiskImage", "CVMCrypto", "CVMSupport",
         ]),
+        .testTarget(name: "AzureProviderTests", dependencies: [
+            "AzureProvider", "CloudAuth", "Transport", "DiskImage", "CVMCrypto", "CVMSupport",
+        ], exclude: ["Scripts"]),
     ]
 )

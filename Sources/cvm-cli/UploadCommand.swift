@@ -1,25 +1,32 @@
 import ArgumentParser
 import AWSProvider
+import AzureProvider
 import CVMSupport
 import Foundation
 
 struct UploadCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "upload",
-        abstract: "Upload a disk image to AWS: an EBS snapshot or an S3 object.",
+        abstract: "Upload a disk image: an EBS snapshot, an S3 object or an Azure page blob.",
         discussion: """
         ebs://REGION makes an EBS snapshot with the EBS direct APIs from the virtual disk (any \
         input format; only non-zero 512 KiB blocks are sent) and prints its id. s3://BUCKET/KEY \
         uploads the file as is with a multipart upload. Credentials, region and endpoints come \
-        from the environment and ~/.aws as the AWS SDKs read them (AWS_ENDPOINT_URL[_S3|_EC2|_EBS]).
+        from the environment and ~/.aws as the AWS SDKs read them (AWS_ENDPOINT_URL[_S3|_EC2|_EBS]). \
+        az://CONTAINER/BLOB stores the disk as a fixed VHD in a page blob (a fixed VHD is sent as \
+        is, anything else is converted on the fly; only non-zero 512-byte pages are sent), with \
+        the key from AZURE_STORAGE_CONNECTION_STRING or AZURE_STORAGE_ACCOUNT + AZURE_STORAGE_KEY.
         """
     )
 
     @Argument(help: "Disk image (raw, qcow2, VHD, stream-optimized VMDK, GCP tar.gz).")
     var disk: String
 
-    @Argument(help: "ebs://REGION or s3://BUCKET/KEY.")
+    @Argument(help: "ebs://REGION, s3://BUCKET/KEY or az://CONTAINER/BLOB.")
     var destination: String
+
+    @Flag(help: "Continue an interrupted upload (az://) from the state kept in the cache folder.")
+    var resume = false
 
     @Flag(help: "Print one JSON object with the result.")
     var json = false
@@ -29,6 +36,10 @@ struct UploadCommand: ParsableCommand {
 
     func run() throws {
         try runReportingErrors {
+            if AzureBlobDestination.matches(destination) { return try runAzure() }
+            if resume {
+                throw CVMError.unsupported("--resume is supported for az:// destinations only so far")
+            }
             let target = try UploadDestination(parsing: destination)
             var options = AWSUploadOptions()
             let progressLine = !json && !verbose && ProgressReporter.stderrIsTerminal
@@ -52,6 +63,73 @@ struct UploadCommand: ParsableCommand {
             FileHandle.standardError.write(Data("\(disk) (\(r.inputFormat), \(formatBytes(r.virtualSize)) virtual) → \(r.destination): \(formatBytes(r.bytesSent)) in \(what), \(String(format: "%.2f", r.seconds)) s\n".utf8))
             print(r.snapshotID ?? "\(r.destination) \(r.etag ?? "")")
         }
+    }
+}
+
+extension UploadCommand {
+    /// `az://CONTAINER/BLOB`: page blob upload through AzureProvider.
+    func runAzure() throws {
+        let target = try AzureBlobDestination(parsing: destination)
+        var options = AzureUploadOptions()
+        options.resume = resume
+        let progressLine = !json && !verbose && ProgressReporter.stderrIsTerminal
+            ? LockedProgress(label: "upload \(target)") : nil
+        defer { progressLine?.finish() }
+        if let progressLine {
+            options.progress = { done, total in progressLine.update(done, total) }
+        }
+        let interrupt = InterruptFlag.install()
+        options.isCancelled = { interrupt.isSet }
+        if verbose {
+            options.log = { line in FileHandle.standardError.write(Data("cvm-cli: \(line)\n".utf8)) }
+        }
+        let r = try AzureUpload.run(diskPath: disk, destination: target, options: options, verbose: verbose)
+        if json {
+            try printJSON(AzureUploadJSON(r))
+            return
+        }
+        FileHandle.standardError.write(Data("\(disk) (\(r.inputFormat), \(formatBytes(r.virtualSize)) virtual) → \(r.destination): \(formatBytes(r.bytesSent)) in \(r.pages) pages\(r.resumed ? " (resumed)" : ""), \(String(format: "%.2f", r.seconds)) s\n".utf8))
+        print("\(r.url) \(r.contentMD5)")
+    }
+}
+
+struct AzureUploadJSON: Encodable {
+    let destination: String
+    let container: String
+    let blob: String
+    let url: String
+    let inputFormat: String
+    let virtualSize: UInt64
+    let size: UInt64
+    let md5: String
+    let sentAsIs: Bool
+    let resumed: Bool
+    let bytesSent: UInt64
+    let pages: Int
+    let bytesAlreadyStored: UInt64
+    let seconds: Double
+
+    init(_ r: AzureUploadResult) {
+        destination = r.destination
+        container = r.container
+        blob = r.blob
+        url = r.url
+        inputFormat = r.inputFormat
+        virtualSize = r.virtualSize
+        size = r.blobSize
+        md5 = r.contentMD5
+        sentAsIs = r.sentAsIs
+        resumed = r.resumed
+        bytesSent = r.bytesSent
+        pages = r.pages
+        bytesAlreadyStored = r.bytesAlreadyStored
+        seconds = (r.seconds * 1000).rounded() / 1000
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case destination, container, blob, url, size, md5, resumed, pages, seconds
+        case inputFormat = "input_format", virtualSize = "virtual_size", sentAsIs = "sent_as_is"
+        case bytesSent = "bytes_sent", bytesAlreadyStored = "bytes_already_stored"
     }
 }
 

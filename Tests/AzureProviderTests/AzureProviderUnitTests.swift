@@ -1,0 +1,6 @@
+@testable import AzureProvider
+import XCTest
+
+final class AzureProviderUnitTests: XCTestCase {
+    func testPlaceholder() {}
+}
