@@ -10,7 +10,7 @@ Get Blob (x-ms-range or Range), Get Blob Properties (HEAD), Set Blob Properties.
 kept in sparse files under a folder; written ranges in memory.
 
 Admin endpoints (no auth, outside any account path):
-  GET  /_admin/stats   counters as JSON
+  GET  /_admin/stats   counters as JSON (with the signatures received, for leak checks)
   POST /_admin/reset   zero the counters
   POST /_admin/config  JSON {"page_delay": seconds}: sleep before answering each Put Page
 
@@ -39,7 +39,7 @@ config = {"page_delay": 0.0}
 def reset_stats():
     stats.clear()
     stats.update({"requests": 0, "auth_failures": 0, "put_page": 0, "page_bytes": 0, "zero_sectors_received": 0,
-                  "unaligned_pages": 0, "md5_checked": 0, "versions": [], "ops": {}})
+                  "unaligned_pages": 0, "md5_checked": 0, "versions": [], "ops": {}, "signatures": []})
 
 
 reset_stats()
@@ -156,6 +156,10 @@ class Handler(BaseHTTPRequestHandler):
         if url.path.startswith("/_admin/"):
             return self.admin(url.path, body)
         count("requests")
+        signature = self.headers.get("Authorization", "").rpartition(":")[2]
+        with lock:
+            if signature and len(stats["signatures"]) < 5000:
+                stats["signatures"].append(signature)
         if not self.authorized():
             count("auth_failures")
             return self.fail(403, "AuthenticationFailed",
