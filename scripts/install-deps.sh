@@ -21,8 +21,8 @@ fi
 # cryptography verifies our JWTs.
 if [ "${1:-}" = "--with-test-tools" ]; then
   command -v python3 >/dev/null || { echo "python3 is required for the test referees" >&2; exit 1; }
-  pip_pkgs=("botocore==1.43.11" "cryptography==48.0.0" "azure-storage-blob==12.31.1" "moto[server]==5.2.1" "boto3==1.43.11")
-  if ! python3 -c 'import botocore, cryptography, azure.storage.blob, moto.server, boto3' 2>/dev/null; then
+  pip_pkgs=("botocore==1.43.11" "cryptography==48.0.0" "azure-storage-blob==12.31.1" "moto[server]==5.2.1" "boto3==1.43.11" "azure-core==1.41.0")
+  if ! python3 -c 'import botocore, cryptography, azure.storage.blob, azure.core, moto.server, boto3' 2>/dev/null; then
     python3 -m pip install -q --disable-pip-version-check "${pip_pkgs[@]}"
   fi
 fi
