@@ -72,9 +72,14 @@ let package = Package(
             "CVMSupport", "CVMCrypto", "CloudAuth", "Transport", "DiskImage", .product(name: "Logging", package: "swift-log"),
         ]),
 
+        // Azure: page blob upload of a disk as a fixed VHD (SharedKey); ARM calls later.
+        .target(name: "AzureProvider", dependencies: [
+            "CVMSupport", "CVMCrypto", "CloudAuth", "Transport", "DiskImage", .product(name: "Logging", package: "swift-log"),
+        ]),
+
         // MARK: executables
         .executableTarget(name: "cvm-cli", dependencies: [
-            "DiskImage", "CVMSupport", "Workload", "DiskUpdate", "AWSProvider", "Golden", "CVMCrypto", "CVMMatrix", "Deploy", "GCPProvider",
+            "DiskImage", "CVMSupport", "Workload", "DiskUpdate", "AWSProvider", "Golden", "CVMCrypto", "CVMMatrix", "Deploy", "GCPProvider", "AzureProvider",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         // Fuzz harness for the format parsers (see docs/fuzzing.md).
@@ -104,7 +109,10 @@ let package = Package(
             "AWSProvider", "AWSTestSupport", "CVMTestData", "CVMMatrix", "Deploy", "DiskImage", "CVMCrypto", "CVMSupport",
         ]),
         .testTarget(name: "GCPProviderTests", dependencies: [
-            "GCPProvider", "CloudAuth", "Transport", "DiskImage", "CVMCrypto", "CVMSupport", "CVMTestData",
+            "GCPProvider", "CloudAuth", "Transport", "DiskImage", "CVMCrypto", "CVMSupport", "CVMTestData"
+        ], exclude: ["Scripts"]),
+        .testTarget(name: "AzureProviderTests", dependencies: [
+            "AzureProvider", "CloudAuth", "Transport", "DiskImage", "CVMCrypto", "CVMSupport",
         ], exclude: ["Scripts"]),
     ]
 )

@@ -34,6 +34,7 @@ if [ "${1:-}" = "--with-test-tools" ]; then
     "gcp-storage-emulator==2026.7.19"
     "pyjwt==2.15.1"
     "google-cloud-storage==3.17.1"
+    "azure-core==1.41.0"
   )
   python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore "${pip_pkgs[@]}"
 fi

@@ -1,5 +1,6 @@
 import ArgumentParser
 import AWSProvider
+import AzureProvider
 import CVMSupport
 import GCPProvider
 import Foundation
@@ -7,7 +8,7 @@ import Foundation
 struct UploadCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "upload",
-        abstract: "Upload a disk image to AWS (an EBS snapshot or an S3 object) or to GCS.",
+        abstract: "Upload a disk image: an EBS snapshot, an S3 object, a GCS object or an Azure page blob.",
         discussion: """
         ebs://REGION makes an EBS snapshot with the EBS direct APIs from the virtual disk (any \
         input format; only non-zero 512 KiB blocks are sent) and prints its id. s3://BUCKET/KEY \
@@ -16,14 +17,17 @@ struct UploadCommand: ParsableCommand {
         gs://BUCKET/OBJECT stores a GCE image archive with a resumable upload: a GCP tar.gz is sent \
         as is, any other format is converted to one on the fly; credentials as Google's libraries \
         find them (GOOGLE_APPLICATION_CREDENTIALS, gcloud's application-default file), \
-        STORAGE_EMULATOR_HOST overrides the endpoint.
+        STORAGE_EMULATOR_HOST overrides the endpoint. \
+        az://CONTAINER/BLOB stores the disk as a fixed VHD in a page blob (a fixed VHD is sent as \
+        is, anything else is converted on the fly; only non-zero 512-byte pages are sent), with \
+        the key from AZURE_STORAGE_CONNECTION_STRING or AZURE_STORAGE_ACCOUNT + AZURE_STORAGE_KEY.
         """
     )
 
     @Argument(help: "Disk image (raw, qcow2, VHD, stream-optimized VMDK, GCP tar.gz).")
     var disk: String
 
-    @Argument(help: "ebs://REGION, s3://BUCKET/KEY or gs://BUCKET/OBJECT.")
+    @Argument(help: "ebs://REGION, s3://BUCKET/KEY, gs://BUCKET/OBJECT or az://CONTAINER/BLOB.")
     var destination: String
 
     @Flag(help: "Continue an earlier upload of the same unchanged file to the same destination that failed or was interrupted; a failed run keeps its state (and an S3 upload is not aborted).")
@@ -38,10 +42,10 @@ struct UploadCommand: ParsableCommand {
     @Flag(help: "Log each request and step on stderr.")
     var verbose = false
 
-
     func run() throws {
         try runReportingErrors {
             if destination.lowercased().hasPrefix("gs://") { return try runGCS() }
+            if AzureBlobDestination.matches(destination) { return try runAzure() }
             let target = try UploadDestination(parsing: destination)
             var options = AWSUploadOptions()
             let progressLine = !json && !verbose && ProgressReporter.stderrIsTerminal
@@ -65,74 +69,6 @@ struct UploadCommand: ParsableCommand {
             FileHandle.standardError.write(Data("\(disk) (\(r.inputFormat), \(formatBytes(r.virtualSize)) virtual) → \(r.destination): \(formatBytes(r.bytesSent)) in \(what), \(String(format: "%.2f", r.seconds)) s\n".utf8))
             print(r.snapshotID ?? "\(r.destination) \(r.etag ?? "")")
         }
-    }
-}
-
-extension UploadCommand {
-    private func runGCS() throws {
-        let target = try GCSObjectName(parsing: destination)
-        var options = GCSUploadOptions()
-        let chunk = chunkMiB * 1_048_576
-        guard chunk >= 262_144, chunk <= 4_294_967_296, chunk.truncatingRemainder(dividingBy: 262_144) == 0 else {
-            throw CVMError.usage("--chunk-mib \(chunkMiB): expected a multiple of 0.25 between 0.25 and 4096")
-        }
-        options.chunkSize = Int(chunk)
-        options.resume = resume
-        let progressLine = !json && !verbose && ProgressReporter.stderrIsTerminal
-            ? LockedProgress(label: "upload \(target)") : nil
-        defer { progressLine?.finish() }
-        if let progressLine {
-            options.progress = { done, total in progressLine.update(done, total) }
-        }
-        let interrupt = InterruptFlag.install()
-        options.isCancelled = { interrupt.isSet }
-        if verbose {
-            options.log = { line in FileHandle.standardError.write(Data("cvm-cli: \(line)\n".utf8)) }
-        }
-        let r = try GCSUpload.run(diskPath: disk, destination: target, options: options, verbose: verbose)
-        if json {
-            try printJSON(GCSUploadJSON(r))
-            return
-        }
-        let how = r.converted ? "converted to GCP tar.gz on the fly" : "sent as is"
-        let resumed = r.resumedFrom > 0 ? ", resumed at \(formatBytes(r.resumedFrom))" : ""
-        FileHandle.standardError.write(Data("\(disk) (\(r.inputFormat), \(how)) → \(r.destination): \(formatBytes(r.size)), \(formatBytes(r.bytesSent)) sent\(resumed), md5 \(r.md5), crc32c \(r.crc32c), \(String(format: "%.2f", r.seconds)) s\n".utf8))
-        print(r.destination)
-    }
-}
-
-struct GCSUploadJSON: Encodable {
-    let destination: String
-    let bucket: String
-    let object: String
-    let size: UInt64
-    let md5: String
-    let crc32c: String
-    let bytesSent: UInt64
-    let resumedFrom: UInt64
-    let inputFormat: String
-    let converted: Bool
-    let generation: String?
-    let seconds: Double
-
-    init(_ r: GCSUploadResult) {
-        destination = r.destination
-        bucket = r.bucket
-        object = r.object
-        size = r.size
-        md5 = r.md5
-        crc32c = r.crc32c
-        bytesSent = r.bytesSent
-        resumedFrom = r.resumedFrom
-        inputFormat = r.inputFormat
-        converted = r.converted
-        generation = r.generation
-        seconds = (r.seconds * 1000).rounded() / 1000
-    }
-
-    enum CodingKeys: String, CodingKey {
-        case destination, bucket, object, size, md5, crc32c, converted, generation, seconds
-        case bytesSent = "bytes_sent", resumedFrom = "resumed_from", inputFormat = "input_format"
     }
 }
 
@@ -161,7 +97,7 @@ final class InterruptFlag: @unchecked Sendable {
 }
 
 /// ProgressReporter is driven from several upload threads: serialize it.
-private final class LockedProgress: @unchecked Sendable {
+final class LockedProgress: @unchecked Sendable {
     private let lock = NSLock()
     private let label: String
     private var reporter: ProgressReporter?
