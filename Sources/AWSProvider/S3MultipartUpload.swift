@@ -49,6 +49,10 @@ public struct S3MultipartUpload: Sendable {
             throw CVMError.usage("\(path): \(partCount) parts of \(formatBytes(partSize)) exceed S3's 10,000; use larger parts")
         }
         let objectURL = try self.objectURL(bucket: bucket, key: key)
+        // As the AWS SDKs do: over TLS the part's integrity rests on Content-MD5 and the body
+        // is sent UNSIGNED-PAYLOAD (one hash pass fewer); over plain http (local endpoints)
+        // the SHA-256 of the part is signed too.
+        let signsPayload = objectURL.lowercased().hasPrefix("http://")
         let resume = try options.resumeStore.map { store in
             (store: store, key: "s3://\(bucket)/\(key) <- \(path)", source: try SourceFileIdentity(path: path))
         }
@@ -79,7 +83,7 @@ public struct S3MultipartUpload: Sendable {
             try session.client.forEachConcurrently(partCount) { i in
                 let start = UInt64(i) * partSize
                 let range = start..<min(size, start + partSize)
-                let hashes = try hashPart(number: i + 1, file: file, range: range)
+                let hashes = try hashPart(number: i + 1, file: file, range: range, withSHA256: signsPayload)
                 if let have = have[i + 1], have.size == UInt64(range.count),
                    have.etag.trimmingCharacters(in: CharacterSet(charactersIn: "\"")) == hexString(hashes.md5) {
                     etags.value.set(i, have.etag)
@@ -155,9 +159,10 @@ public struct S3MultipartUpload: Sendable {
         return id
     }
 
-    /// MD5 (Content-MD5, and S3's ETag of a part) and SHA-256 (the signed payload) of a part,
+    /// MD5 (Content-MD5, and S3's ETag of a part) and, when the payload is signed, SHA-256 of a part,
     /// from one read pass over the file range; the body then streams from the file again.
-    private func hashPart(number: Int, file: FileDescriptor, range: Range<UInt64>) throws -> (md5: [UInt8], sha256: [UInt8]) {
+    private func hashPart(number: Int, file: FileDescriptor, range: Range<UInt64>,
+                          withSHA256: Bool) throws -> (md5: [UInt8], sha256: [UInt8]?) {
         var md5 = MD5Hasher()
         var sha = SHA256Hasher()
         let chunk = 1 << 20
@@ -173,20 +178,20 @@ public struct S3MultipartUpload: Sendable {
                 throw CVMError(error.kind, "S3 UploadPart \(number): \(error.message)")
             }
             md5.update(UnsafeRawBufferPointer(slice))
-            sha.update(UnsafeRawBufferPointer(slice))
+            if withSHA256 { sha.update(UnsafeRawBufferPointer(slice)) }
             offset += UInt64(n)
         }
-        return (md5.finalize(), sha.finalize())
+        return (md5.finalize(), withSHA256 ? sha.finalize() : nil)
     }
 
     private func uploadPart(_ url: String, uploadID: String, number: Int, file: FileDescriptor,
-                            range: Range<UInt64>, hashes: (md5: [UInt8], sha256: [UInt8])) throws -> String {
+                            range: Range<UInt64>, hashes: (md5: [UInt8], sha256: [UInt8]?)) throws -> String {
         var headers = HTTPHeaders()
         headers.add("Content-MD5", Base64.encode(hashes.md5))
         let query = "?partNumber=\(number)&uploadId=\(PercentEncoding.encode(uploadID))"
         let request = session.request("s3", method: "PUT", url: url + query, headers: headers,
                                       body: FileRangeBody(file: file, range: range),
-                                      payloadSHA256: hexString(hashes.sha256))
+                                      payloadSHA256: hashes.sha256.map(hexString))
         let response = try session.send("S3 UploadPart \(number)", request)
         guard let etag = response.headers["ETag"], !etag.isEmpty else {
             throw CVMError.io("S3 UploadPart \(number): the answer has no ETag header")
