@@ -169,8 +169,10 @@ struct ResumableUploadRun {
             var recoveries = 0
             while finishedObject == nil {
                 while (window.count < options.chunkSize || produced < windowStart) && !ended { try pull() }
-                // One more chunk tells whether this one is the last (its request carries the total).
-                if !ended && window.count <= options.chunkSize && produced >= windowStart { try pull() }
+                // A known length tells when the last byte is in: confirm the end (the request that
+                // carries it also carries the hashes). An unknown length that ends on a chunk
+                // boundary is finished by an empty request with the total.
+                if let total, !ended, windowStart + UInt64(window.count) >= total { try pull() }
                 try checkPrefix()
                 if ended && produced < windowStart {
                     throw CVMError.io("\(identity.path): the stream is \(produced) bytes but the server holds \(windowStart); run again without --resume to start over")

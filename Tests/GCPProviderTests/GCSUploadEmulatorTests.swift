@@ -243,6 +243,29 @@ final class GCSUploadEmulatorTests: XCTestCase {
         XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: states).filter { !$0.hasPrefix(".") }, [])
     }
 
+    func testInterruptStopsAndCancelsAnUploadWithoutResume() throws {
+        let cli = try GCSHarness.cliBinary()
+        let raw = try makeDisk("disk.raw", size: 16 << 20, dataEvery: 1)
+        let (proxy, env) = try proxy(chunkDelay: 0.3)
+        let p = try GCSHarness.launch([cli, "upload", raw, "gs://\(GCSHarness.bucket)/interrupted.tar.gz", "--chunk-mib", "1"],
+                                      log: dir.appendingPathComponent("stderr.log"), environment: env)
+        while (try proxy.stats()["bytes_in"] as? Int ?? 0) < 2 << 20 && p.isRunning { Thread.sleep(forTimeInterval: 0.05) }
+        XCTAssertTrue(p.isRunning)
+        let start = Date()
+        kill(p.processIdentifier, SIGINT)
+        p.waitUntilExit()
+        XCTAssertLessThan(Date().timeIntervalSince(start), 10)
+        XCTAssertEqual(p.terminationStatus, 130)
+        let stderr = try String(contentsOf: dir.appendingPathComponent("stderr.log"), encoding: .utf8)
+        XCTAssertEqual(stderr.split(separator: "\n").count, 1, stderr)
+        XCTAssertTrue(stderr.contains("cancelled"), stderr)
+        XCTAssertFalse(stderr.contains("--resume to continue"), stderr)
+        let states = dir.appendingPathComponent("cache/cvm-cli/gcs-uploads").path
+        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: states).filter { !$0.hasPrefix(".") }, [],
+                       "without --resume nothing is kept")
+        try assertNoSecrets(in: [stderr], stats: try proxy.stats())
+    }
+
     func testFaultsAreSurvivedRetriesLoggedAndNoSecretShown() throws {
         let cli = try GCSHarness.cliBinary()
         let raw = try makeDisk("disk.raw", size: 12 << 20, dataEvery: 1)
@@ -252,7 +275,7 @@ final class GCSUploadEmulatorTests: XCTestCase {
         XCTAssertEqual(r.status, 0, r.stderr)
         let stats = try proxy.stats()
         let faults = try XCTUnwrap(stats["faults"] as? [String: Int])
-        for kind in ["token503", "start500", "drop", "503", "429", "drop-after-forward", "slow"] {
+        for kind in ["token503", "start500", "308-no-range", "drop", "503", "429", "drop-after-forward", "slow"] {
             XCTAssertEqual(faults[kind], 1, "fault \(kind) was not injected: \(faults)")
         }
         XCTAssertTrue(r.stderr.contains("failed: HTTP 503"), r.stderr)

@@ -8,7 +8,7 @@ GET  /harness-stats    what happened: body bytes received on storage requests, f
 anything else          needs `Authorization: Bearer <a token issued here>` (else 401), then is
                        forwarded to the emulator with its Host header (so the session URI points here).
 
---faults injects, on chunk PUT attempts 2..6: a dropped connection, 503 + Retry-After, 429,
+--faults injects, on chunk PUT attempts 1..6: a 308 without Range (nothing kept), a dropped connection, 503 + Retry-After, 429,
 a chunk forwarded and then its answer dropped, and a slow answer; plus a 500 on the first
 session start and a 503 on the first token request.
 --chunk-delay S holds every chunk PUT S seconds before forwarding (kill tests).
@@ -61,7 +61,7 @@ def note_fault(kind):
         stats["faults"][kind] = stats["faults"].get(kind, 0) + 1
 
 
-CHUNK_FAULTS = {2: "drop", 3: "503", 4: "429", 5: "drop-after-forward", 6: "slow"}
+CHUNK_FAULTS = {1: "308-no-range", 2: "drop", 3: "503", 4: "429", 5: "drop-after-forward", 6: "slow"}
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -191,6 +191,9 @@ class Handler(BaseHTTPRequestHandler):
                                    [("Retry-After", "0"), ("Content-Type", "application/json")])
             if fault == "slow":
                 time.sleep(2)
+            if fault == "308-no-range":
+                # What real GCS says when it kept nothing of the chunk (the emulator never does).
+                return self.answer(308, b"", [("X-GUploader-UploadID", "not-a-secret")])
 
         headers = {k: v for k, v in self.headers.items()
                    if k.lower() not in ("connection", "transfer-encoding", "content-length", "expect")}
