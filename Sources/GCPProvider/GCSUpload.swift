@@ -50,7 +50,7 @@ public enum GCSUpload {
             makeStream: {
                 let source: GCSUploadStream.Source = asIs
                     ? .file(file)
-                    : .converted(try DiskImageFile.open(diskPath), options.writerOptions)
+                    : .converted(reader, options.writerOptions)
                 return try GCSUploadStream(source: source, chunkSize: options.chunkSize)
             },
             progressTotal: asIs ? identity.size : reader.virtualSize)
@@ -119,6 +119,7 @@ struct ResumableUploadRun {
                 log("the saved upload session had already finished; checking the object")
             }
         } else {
+            if options.resume { log("no saved upload of this disk to \(destination); starting one") }
             sessionURI = try startSession(total: total)
         }
         let resumedFrom = confirmed
