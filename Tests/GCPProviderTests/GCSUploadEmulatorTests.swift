@@ -243,6 +243,32 @@ final class GCSUploadEmulatorTests: XCTestCase {
         XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: states).filter { !$0.hasPrefix(".") }, [])
     }
 
+    func testResumeRefusesAChangedSource() throws {
+        let cli = try GCSHarness.cliBinary()
+        let raw = try makeDisk("disk.raw", size: 16 << 20, dataEvery: 1)
+        let (proxy, env) = try proxy(chunkDelay: 0.1)
+        let destination = "gs://\(GCSHarness.bucket)/changed.tar.gz"
+        let args = [cli, "upload", raw, destination, "--resume", "--chunk-mib", "1"]
+        let p = try GCSHarness.launch(args, log: dir.appendingPathComponent("first.log"), environment: env)
+        while (try proxy.stats()["bytes_in"] as? Int ?? 0) < 4 << 20 && p.isRunning { Thread.sleep(forTimeInterval: 0.05) }
+        kill(p.processIdentifier, SIGKILL)
+        p.waitUntilExit()
+        // Same path and size, other content in the first MiB.
+        let fd = FileDescriptor(fd: open(raw, O_RDWR), path: raw)
+        try fd.write(TestData.pseudoRandomBytes(count: 4096, seed: 99), at: 0)
+        fd.close()
+        let r = try GCSHarness.run(args + ["--json", "--verbose"], environment: env)
+        XCTAssertTrue(r.stderr.contains("not resuming: \(raw) changed"), r.stderr)
+        let object = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any], r.stdout)
+        XCTAssertEqual(object["resumed_from"] as? Int, 0)
+        let reference = dir.appendingPathComponent("reference.tar.gz").path
+        _ = try DiskConversion.run(input: raw, output: reference, format: .tarGz, overwrite: true,
+                                   options: WriterOptions(compressionLevel: 6, timestamp: 0))
+        let copy = dir.appendingPathComponent("copy.tar.gz").path
+        _ = try harness.download("changed.tar.gz", to: copy)
+        XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: copy)), try Data(contentsOf: URL(fileURLWithPath: reference)))
+    }
+
     func testInterruptStopsAndCancelsAnUploadWithoutResume() throws {
         let cli = try GCSHarness.cliBinary()
         let raw = try makeDisk("disk.raw", size: 16 << 20, dataEvery: 1)
