@@ -14,9 +14,11 @@ public enum GCSUpload {
 
     public static func run(diskPath: String, destination: GCSObjectName,
                            environment: [String: String] = ProcessInfo.processInfo.environment,
-                           home: String = NSHomeDirectory(), options: GCSUploadOptions = GCSUploadOptions(),
+                           home: String? = nil, options: GCSUploadOptions = GCSUploadOptions(),
                            verbose: Bool = false) throws -> GCSUploadResult {
         let start = monotonicSeconds()
+        // `$HOME` first, as Google's tools expand `~` (gcloud's folder, the cache).
+        let home = home ?? environment["HOME"].flatMap { $0.hasPrefix("/") ? $0 : nil } ?? NSHomeDirectory()
         guard options.chunkSize > 0, options.chunkSize % GCSUploadOptions.chunkGranularity == 0 else {
             throw CVMError.usage("GCS chunk size \(options.chunkSize) is not a positive multiple of 256 KiB")
         }

@@ -155,6 +155,41 @@ final class GCSUploadEmulatorTests: XCTestCase {
         try assertNoSecrets(in: [r.stdout, r.stderr], stats: stats, extraSecrets: pemLines(otherPEM))
     }
 
+    func testAuthorizedUserCredentialsFromGcloudsFile() throws {
+        let cli = try GCSHarness.cliBinary()
+        let raw = try makeDisk("disk.raw", size: 4 << 20)
+        let clientID = "764086051850-test.apps.googleusercontent.com"
+        let clientSecret = "d-FL95Q19q7MQmFpd7hHD0Ty"
+        let refreshToken = "1//0e-refresh-token-for-tests-0123456789"
+        let proxy = try harness.startProxy(user: "\(clientID):\(clientSecret):\(refreshToken)")
+        proxies.append(proxy)
+        // No GOOGLE_APPLICATION_CREDENTIALS: gcloud's application-default file under HOME.
+        let gcloud = dir.appendingPathComponent(".config/gcloud")
+        try FileManager.default.createDirectory(at: gcloud, withIntermediateDirectories: true)
+        func writeADC(refresh: String) throws {
+            let adc: [String: Any] = ["type": "authorized_user", "client_id": clientID, "client_secret": clientSecret,
+                                      "refresh_token": refresh, "token_uri": proxy.tokenURI]
+            try JSONSerialization.data(withJSONObject: adc).write(to: gcloud.appendingPathComponent("application_default_credentials.json"))
+        }
+        try writeADC(refresh: refreshToken)
+        var env = harness.environment(proxy: proxy, keyFile: "", home: dir)
+        env.removeValue(forKey: "GOOGLE_APPLICATION_CREDENTIALS")
+        let ok = try GCSHarness.run([cli, "upload", raw, "gs://\(GCSHarness.bucket)/user.tar.gz", "--verbose", "--json"], environment: env)
+        let object = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(ok.stdout.utf8)) as? [String: Any], ok.stdout)
+        let got = try harness.download("user.tar.gz", to: dir.appendingPathComponent("copy.tar.gz").path)
+        XCTAssertEqual(got["crc32c"] as? String, object["crc32c"] as? String)
+        XCTAssertEqual(try proxy.stats()["token_requests"] as? Int, 1)
+
+        try writeADC(refresh: "1//0e-revoked-refresh-token-000000000")
+        let refused = try GCSHarness.run([cli, "upload", raw, "gs://\(GCSHarness.bucket)/user2.tar.gz"], environment: env, allowFailure: true)
+        XCTAssertEqual(refused.status, 1)
+        XCTAssertEqual(refused.stderr.split(separator: "\n").count, 1, refused.stderr)
+        XCTAssertTrue(refused.stderr.contains("HTTP 400 invalid_grant"), refused.stderr)
+        XCTAssertTrue(refused.stderr.contains("application_default_credentials.json"), refused.stderr)
+        try assertNoSecrets(in: [ok.stdout, ok.stderr, refused.stdout, refused.stderr], stats: try proxy.stats(),
+                            extraSecrets: [clientSecret, refreshToken, "1//0e-revoked-refresh-token-000000000"])
+    }
+
     func testTokensAreCachedAndRefreshedBeforeExpiry() throws {
         let (proxy, env) = try proxy()
         let credentials = try GoogleDiscovery.resolve(environment: env, home: dir.path).credentials
