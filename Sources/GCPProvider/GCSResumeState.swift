@@ -61,20 +61,42 @@ struct GCSResumeStore {
         return state
     }
 
-    /// Writes `state` atomically (temp file, fsync, rename) with mode 0600.
+    /// Writes `state` atomically (temp file created 0600, fsync, rename). Not through
+    /// `AtomicOutputFile`: its SIGINT clean-up would take over the upload's own interrupt handling.
     func save(_ state: GCSResumeState, to path: String) throws {
         try makeDirectory()
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]
-        let data = try encoder.encode(state)
-        let out = try AtomicOutputFile(path: path, overwrite: true)
-        fchmod(out.descriptor.fd, 0o600)
+        let data = Array(try encoder.encode(state))
+        let base = path.split(separator: "/").last.map(String.init) ?? path
+        removeStaleTemporaries(of: base)
+        let temporary = "\(directory)/.\(base).tmp-\(getpid())"
+        let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
+        guard fd >= 0 else {
+            throw CVMError.io("\(temporary): cannot save the upload state for --resume: \(errnoDescription())")
+        }
+        let file = FileDescriptor(fd: fd, path: temporary)
         do {
-            try out.descriptor.write(Array(data), at: 0)
-            try out.commit()
+            fchmod(fd, 0o600)
+            try file.write(data, at: 0)
+            try file.sync()
+            file.close()
+            guard rename(temporary, path) == 0 else {
+                throw CVMError.io("\(path): cannot save the upload state for --resume: \(errnoDescription())")
+            }
         } catch {
-            out.discard()
-            throw CVMError.io("\(path): cannot save the upload state for --resume: \((error as? CVMError)?.message ?? "\(error)")")
+            file.close()
+            unlink(temporary)
+            throw error
+        }
+    }
+
+    /// Temporaries of saves cut short by a kill (their process is gone).
+    private func removeStaleTemporaries(of base: String) {
+        let prefix = ".\(base).tmp-"
+        for name in (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? [] where name.hasPrefix(prefix) {
+            guard let pid = Int32(name.dropFirst(prefix.count)), pid != getpid() else { continue }
+            if kill(pid, 0) != 0 && errno == ESRCH { unlink("\(directory)/\(name)") }
         }
     }
 

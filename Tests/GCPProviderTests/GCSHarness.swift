@@ -69,13 +69,14 @@ final class GCSHarness: @unchecked Sendable {
         }
     }
 
-    func startProxy(faults: Bool = false, chunkDelay: Double = 0, tokenLifetime: Int = 3600) throws -> Proxy {
+    func startProxy(faults: Bool = false, chunkDelay: Double = 0, tokenLifetime: Int = 3600, user: String? = nil) throws -> Proxy {
         let port = try Self.freePort()
         var args = ["python3", Self.scripts.appendingPathComponent("gcs_auth_proxy.py").path,
                     "--port", String(port), "--upstream-port", String(emulatorPort),
                     "--public-key", publicKeyPath, "--client-email", Self.clientEmail,
                     "--token-uri", "http://127.0.0.1:\(port)/token", "--token-lifetime", String(tokenLifetime)]
         if faults { args.append("--faults") }
+        if let user { args += ["--user", user] }
         if chunkDelay > 0 { args += ["--chunk-delay", String(chunkDelay)] }
         let p = try Self.launch(args, log: directory.appendingPathComponent("proxy-\(port).log"))
         try Self.waitForPort(port, process: p, name: "gcs_auth_proxy.py")
