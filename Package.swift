@@ -98,6 +98,7 @@ let package = Package(
         .testTarget(name: "TransportTests", dependencies: [
             "Transport", "CVMSupport", .product(name: "Logging", package: "swift-log"),
         ]),
+        .testTarget(name: "CVMSupportTests", dependencies: ["CVMSupport"]),
         .testTarget(name: "GoldenTests", dependencies: ["CVMTestData", "Golden", "CVMCrypto", "CVMSupport"]),
         // moto_server with SigV4 enforced, its boto3 helper and the fault proxy: shared by the AWS tests.
         .target(name: "AWSTestSupport", dependencies: ["CVMSupport"], path: "Tests/AWSTestSupport"),

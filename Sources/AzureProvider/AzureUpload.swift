@@ -12,7 +12,7 @@ public enum AzureUpload {
     /// AZURE_STORAGE_KEY) and the resume state under `home`'s cache folder.
     public static func run(diskPath: String, destination: AzureBlobDestination,
                            environment: [String: String] = ProcessInfo.processInfo.environment,
-                           home: String = NSHomeDirectory(), options: AzureUploadOptions = AzureUploadOptions(),
+                           home: String = userHomeDirectory(), options: AzureUploadOptions = AzureUploadOptions(),
                            verbose: Bool = false) throws -> AzureUploadResult {
         // Open first: a bad disk fails before any credential is looked at or request made.
         _ = try FixedVHDStream.open(diskPath, timestamp: options.footerTimestamp)

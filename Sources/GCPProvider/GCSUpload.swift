@@ -18,7 +18,7 @@ public enum GCSUpload {
                            verbose: Bool = false) throws -> GCSUploadResult {
         let start = monotonicSeconds()
         // `$HOME` first, as Google's tools expand `~` (gcloud's folder, the cache).
-        let home = home ?? environment["HOME"].flatMap { $0.hasPrefix("/") ? $0 : nil } ?? NSHomeDirectory()
+        let home = home ?? userHomeDirectory(environment)
         guard options.chunkSize > 0, options.chunkSize % GCSUploadOptions.chunkGranularity == 0 else {
             throw CVMError.usage("GCS chunk size \(options.chunkSize) is not a positive multiple of 256 KiB")
         }

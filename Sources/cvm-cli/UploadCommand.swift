@@ -72,30 +72,6 @@ struct UploadCommand: ParsableCommand {
     }
 }
 
-/// Set by the first SIGINT or SIGTERM; a second one exits at once.
-final class InterruptFlag: @unchecked Sendable {
-    private let lock = NSLock()
-    private var set = false
-    private var sources: [DispatchSourceSignal] = []
-
-    var isSet: Bool { lock.withLock { set } }
-
-    static func install() -> InterruptFlag {
-        let flag = InterruptFlag()
-        for sig in [SIGINT, SIGTERM] {
-            signal(sig, SIG_IGN)
-            let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
-            source.setEventHandler {
-                let again = flag.lock.withLock { () -> Bool in defer { flag.set = true }; return flag.set }
-                if again { exit(130) }
-            }
-            source.resume()
-            flag.sources.append(source)
-        }
-        return flag
-    }
-}
-
 /// ProgressReporter is driven from several upload threads: serialize it.
 final class LockedProgress: @unchecked Sendable {
     private let lock = NSLock()
