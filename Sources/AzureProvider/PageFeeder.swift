@@ -4,7 +4,7 @@ import DiskImage
 import Foundation
 import Transport
 
-/// Walks a fixed-VHD stream front to back in 4 MiB windows and hands upload threads the runs of
+/// Walks a fixed-VHD stream front to back in windows of the page size and hands upload threads the runs of
 /// non-zero 512-byte pages, one at a time, while it computes the MD5 of the whole VHD (zeros
 /// included) on the way. Pages the blob already holds (a resumed upload) are read and hashed but
 /// not handed out.
@@ -22,10 +22,12 @@ final class PageFeeder: @unchecked Sendable {
     }
 
     static let pageSize = 512
-    /// Read granularity; also the largest Put Page body the service accepts.
-    static let windowSize = 4 << 20
+    /// The largest Put Page body the service accepts.
+    static let maxPageLimit = 4 << 20
     /// Largest run handed out (a multiple of 512, ≤ 4 MiB).
     let maxPageSize: Int
+    /// Read granularity: the page size rounded up to 64 KiB (the stream's read unit).
+    let windowSize: Int
 
     private let lock = NSLock()
     private let stream: FixedVHDStream
@@ -39,7 +41,7 @@ final class PageFeeder: @unchecked Sendable {
     private var md5: MD5Hasher? = MD5Hasher()
     private var hashed: UInt64 = 0
     private var window: [UInt8]
-    private let zeros = [UInt8](repeating: 0, count: 1 << 20)
+    private let zeros = [UInt8](repeating: 0, count: 64 << 10)
     private var failed = false
     private var skipped: UInt64 = 0
 
@@ -50,15 +52,16 @@ final class PageFeeder: @unchecked Sendable {
 
     /// - Parameter written: ranges the blob already holds (normalized), skipped.
     init(stream: FixedVHDStream, written: [Range<UInt64>] = [], maxPageSize: Int = 2 << 20) throws {
-        precondition(maxPageSize > 0 && maxPageSize % Self.pageSize == 0 && maxPageSize <= Self.windowSize)
+        precondition(maxPageSize > 0 && maxPageSize % Self.pageSize == 0 && maxPageSize <= Self.maxPageLimit)
         self.maxPageSize = maxPageSize
+        windowSize = (maxPageSize + 65535) / 65536 * 65536
         guard stream.size % UInt64(Self.pageSize) == 0 else {
             throw CVMError.invalid("the VHD is \(stream.size) bytes, not a multiple of 512; a page blob cannot hold it")
         }
         self.stream = stream
         self.written = normalizeRanges(written)
-        windows = WindowIterator(ranges: try stream.storedRanges(), window: UInt64(Self.windowSize), limit: stream.size)
-        window = [UInt8](repeating: 0, count: Self.windowSize)
+        windows = WindowIterator(ranges: try stream.storedRanges(), window: UInt64(windowSize), limit: stream.size)
+        window = [UInt8](repeating: 0, count: windowSize)
     }
 
     /// The next run of non-zero pages to send, or nil when none is left (or another thread failed).
@@ -95,8 +98,8 @@ final class PageFeeder: @unchecked Sendable {
     // MARK: under the lock
 
     private func load(window index: UInt64) throws {
-        let start = index * UInt64(Self.windowSize)
-        let length = Int(min(UInt64(Self.windowSize), stream.size - start))
+        let start = index * UInt64(windowSize)
+        let length = Int(min(UInt64(windowSize), stream.size - start))
         hashZeros(upTo: start)
         try window.withUnsafeMutableBytes { buffer in
             let part = UnsafeMutableRawBufferPointer(rebasing: buffer[0..<length])

@@ -67,7 +67,7 @@ final class AzurePageBlobTests: XCTestCase {
         XCTAssertEqual(stats["unaligned_pages"] as? Int, 0)
         XCTAssertEqual(stats["put_page"] as? Int, result.pages)
         XCTAssertEqual(stats["md5_checked"] as? Int, result.pages, "every Put Page carries Content-MD5")
-        XCTAssertGreaterThan(result.pages, 6, "the disk has several runs, one split at a 4 MiB window")
+        XCTAssertGreaterThan(result.pages, 6, "the disk has several runs, some split at window edges")
         for version in try XCTUnwrap(stats["versions"] as? [String]) {
             XCTAssertGreaterThanOrEqual(version, "2021", "x-ms-version \(version)")
         }
@@ -271,7 +271,7 @@ final class AzurePageBlobTests: XCTestCase {
     }
 
     /// A sparse raw disk whose virtual size is not MiB-aligned, holding: data that starts and ends
-    /// inside sectors, a 6 MiB run across a 4 MiB window, stored zeros, alternating zero and
+    /// inside sectors, a 6 MiB run across window edges, stored zeros, alternating zero and
     /// non-zero sectors, `runs` more 200 KiB runs, and data in the very last sector.
     private func makeDisk(_ name: String, size: UInt64 = diskSize, runs: Int = 0) throws -> String {
         let path = dir.appendingPathComponent(name).path
