@@ -4,10 +4,10 @@ import DiskImage
 import Foundation
 import Transport
 
-/// Walks a fixed-VHD stream front to back in windows of the page size and hands upload threads the runs of
-/// non-zero 512-byte pages, one at a time, while it computes the MD5 of the whole VHD (zeros
-/// included) on the way. Pages the blob already holds (a resumed upload) are read and hashed but
-/// not handed out.
+/// Walks a fixed-VHD stream front to back in windows of the page size and hands upload threads
+/// the runs of non-zero 512-byte pages, one at a time, while it computes the MD5 of the whole VHD
+/// (zeros included) on the way. Pages the blob already holds (a resumed upload) are read and
+/// hashed but not handed out.
 ///
 /// The stream is only touched under the lock and in ascending order; memory is one window plus
 /// one page buffer per upload thread (8 × 2 MiB by default), whatever the disk size.
