@@ -70,14 +70,27 @@ struct AzureUploadStateStore {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys, .prettyPrinted]
         let bytes = Array(try encoder.encode(state)) + [0x0A]
-        let file = try AtomicOutputFile(path: path(for: state.blobURL), overwrite: true)
-        fchmod(file.descriptor.fd, 0o600)
+        // Temp file + rename (not AtomicOutputFile: that one takes over SIGINT for its own
+        // clean-up, and the upload's interrupt handling must keep it).
+        let final = path(for: state.blobURL)
+        let temporary = final + ".tmp-\(getpid())"
+        let fd = open(temporary, O_CREAT | O_TRUNC | O_WRONLY | O_CLOEXEC, 0o600)
+        guard fd >= 0 else {
+            throw CVMError.io("\(temporary): cannot save the upload state: \(errnoDescription())")
+        }
+        let file = FileDescriptor(fd: fd, path: temporary)
         do {
-            try file.descriptor.write(bytes, at: 0)
-            try file.commit()
+            fchmod(fd, 0o600)
+            try file.write(bytes, at: 0)
+            try file.sync()
+            file.close()
+            guard rename(temporary, final) == 0 else {
+                throw CVMError.io("\(final): cannot save the upload state: \(errnoDescription())")
+            }
         } catch {
-            file.discard()
-            throw CVMError.io("cannot save the upload state in \(directory): \(error)")
+            file.close()
+            unlink(temporary)
+            throw error
         }
     }
 
