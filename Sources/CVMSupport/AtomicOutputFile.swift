@@ -67,7 +67,7 @@ public final class AtomicOutputFile: @unchecked Sendable {
     }
 
     /// Removes `.<base>.cvm-tmp-<pid>-*` files whose process no longer exists.
-    static func removeStaleTemporaries(directory: String, baseName: String) {
+    public static func removeStaleTemporaries(directory: String, baseName: String) {
         guard let dir = opendir(directory) else { return }
         defer { closedir(dir) }
         let prefix = ".\(baseName).cvm-tmp-"
@@ -90,7 +90,7 @@ public final class AtomicOutputFile: @unchecked Sendable {
         return dir.isEmpty ? "/" : dir
     }
 
-    static func baseName(of path: String) -> String {
+    public static func baseName(of path: String) -> String {
         guard let slash = path.lastIndex(of: "/") else { return path }
         return String(path[path.index(after: slash)...])
     }

@@ -142,9 +142,9 @@ final class AzurePageBlobTests: XCTestCase {
         XCTAssertLessThan(firstRun, Int(expected.bytes), "killed half-way")
 
         // The state: one file, mode 0600, no secret.
-        let states = try FileManager.default.contentsOfDirectory(atPath: cache.appendingPathComponent("cvm-cli/uploads").path)
+        let states = try FileManager.default.contentsOfDirectory(atPath: cache.appendingPathComponent("cvm-cli/resume").path)
         XCTAssertEqual(states.count, 1, "\(states)")
-        let statePath = cache.appendingPathComponent("cvm-cli/uploads/\(states[0])").path
+        let statePath = cache.appendingPathComponent("cvm-cli/resume/\(states[0])").path
         let attributes = try FileManager.default.attributesOfItem(atPath: statePath)
         XCTAssertEqual((attributes[.posixPermissions] as? NSNumber)?.intValue, 0o600)
         let stateText = try String(contentsOfFile: statePath, encoding: .utf8)

@@ -118,9 +118,9 @@ final class AzureProviderUnitTests: XCTestCase {
 
     func testStateStoreLocationModeAndMatching() throws {
         let xdg = AzureUploadStateStore(environment: ["XDG_CACHE_HOME": dir.path + "/xdg"], home: "/nonexistent")
-        XCTAssertEqual(xdg.directory, dir.path + "/xdg/cvm-cli/uploads")
+        XCTAssertEqual(xdg.directory, dir.path + "/xdg/cvm-cli/resume")
         XCTAssertEqual(AzureUploadStateStore(environment: ["XDG_CACHE_HOME": "relative"], home: dir.path).directory,
-                       dir.path + "/.cache/cvm-cli/uploads")
+                       dir.path + "/.cache/cvm-cli/resume")
 
         let raw = try makeRaw(size: 1 << 20)
         let url = "https://acct.blob.core.windows.net/c/b.vhd"

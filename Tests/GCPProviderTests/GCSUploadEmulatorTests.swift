@@ -82,7 +82,7 @@ final class GCSUploadEmulatorTests: XCTestCase {
         XCTAssertEqual(stats["token_requests"] as? Int, 1, "the token is cached")
         XCTAssertEqual(stats["bytes_in"] as? Int, Int(result.size))
         XCTAssertEqual(result.bytesSent, result.size)
-        let states = (try? FileManager.default.contentsOfDirectory(atPath: dir.appendingPathComponent("cache/cvm-cli/gcs-uploads").path)) ?? []
+        let states = (try? FileManager.default.contentsOfDirectory(atPath: dir.appendingPathComponent("cache/cvm-cli/resume").path)) ?? []
         XCTAssertEqual(states, [], "a finished upload leaves no state")
     }
 
@@ -227,7 +227,7 @@ final class GCSUploadEmulatorTests: XCTestCase {
         p.waitUntilExit()
 
         // The state is private and holds no token.
-        let states = dir.appendingPathComponent("cache/cvm-cli/gcs-uploads")
+        let states = dir.appendingPathComponent("cache/cvm-cli/resume")
         // (A temporary file of a save cut by the kill may lie beside it; the next save removes it.)
         let files = try FileManager.default.contentsOfDirectory(atPath: states.path).filter { !$0.hasPrefix(".") }
         XCTAssertEqual(files.count, 1, "\(files)")
@@ -274,7 +274,7 @@ final class GCSUploadEmulatorTests: XCTestCase {
         XCTAssertEqual(object["resumed_from"] as? Int, 0)
         XCTAssertEqual(object["bytes_sent"] as? Int, object["size"] as? Int)
         XCTAssertTrue(r.stderr.contains("discarded the upload state"), r.stderr)
-        let states = dir.appendingPathComponent("cache/cvm-cli/gcs-uploads").path
+        let states = dir.appendingPathComponent("cache/cvm-cli/resume").path
         XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: states).filter { !$0.hasPrefix(".") }, [])
     }
 
@@ -321,7 +321,7 @@ final class GCSUploadEmulatorTests: XCTestCase {
         XCTAssertEqual(stderr.split(separator: "\n").count, 1, stderr)
         XCTAssertTrue(stderr.contains("cancelled"), stderr)
         XCTAssertFalse(stderr.contains("--resume to continue"), stderr)
-        let states = dir.appendingPathComponent("cache/cvm-cli/gcs-uploads").path
+        let states = dir.appendingPathComponent("cache/cvm-cli/resume").path
         XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: states).filter { !$0.hasPrefix(".") }, [],
                        "without --resume nothing is kept")
         try assertNoSecrets(in: [stderr], stats: try proxy.stats())
