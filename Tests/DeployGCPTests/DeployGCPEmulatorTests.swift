@@ -57,7 +57,7 @@ final class DeployGCPEmulatorTests: XCTestCase {
 
     /// Token server + storage proxy + fake Compute, and the environment cvm-cli sees.
     func start(faults: Bool = false) throws {
-        proxy = try harness.startProxy()
+        proxy = try harness.startProxy(faults: faults)
         compute = try FakeCompute(tokenServer: proxy.endpoint, storage: harness.emulatorEndpoint, faults: faults,
                                   log: dir.appendingPathComponent("compute.log"))
         let key = try harness.writeKeyFile(tokenURI: proxy.tokenURI, name: "key-\(proxy.port).json")
@@ -291,16 +291,33 @@ final class DeployGCPEmulatorTests: XCTestCase {
         XCTAssertEqual(try compute.state()["instances"]?.count, 1)
     }
 
-    func testOperationPollingThroughFaults() throws {
+    /// Faults on the token endpoint, the upload (dropped connections, 503, 429, a chunk whose
+    /// answer is lost, a 500 on session start) and on operation polls (503, 429): the deploy
+    /// completes and the image holds the right archive.
+    func testUploadAndOperationPollingThroughFaults() throws {
         try start(faults: true)
-        let disk = try makeDisk("f.raw", size: 2 << 20)
-        let outcome = try deploy(try request(disk: disk, vmType: "n2d-standard-4"))
+        let disk = try makeDisk("f.raw", size: 4 << 20, randomBytes: 3 << 20)
+        var o = options(keepUpload: true)
+        o.upload.chunkSize = 256 << 10
+        let outcome = try deploy(try request(disk: disk, vmType: "n2d-standard-4"), o)
         XCTAssertNotNil(outcome.artifact.publicIP)
         let faults = try XCTUnwrap(try compute.stats()["faults"] as? [String: Int])
         XCTAssertEqual(faults["503"], 2)
         XCTAssertEqual(faults["429"], 1)
+        let uploadFaults = try XCTUnwrap(try proxy.stats()["faults"] as? [String: Int])
+        for kind in ["token503", "start500", "drop", "503", "429", "drop-after-forward"] {
+            XCTAssertEqual(uploadFaults[kind], 1, "upload fault \(kind) injected: \(uploadFaults)")
+        }
         try assertCleanTraffic()
         XCTAssertEqual(try compute.state()["instances"]?.count, 1)
+        // Nothing lost or doubled: the stored archive is what `convert` makes.
+        let object = try XCTUnwrap(outcome.artifact.resources["object"])
+        let copy = dir.appendingPathComponent("copy.tar.gz").path
+        _ = try harness.download(object, to: copy)
+        let reference = dir.appendingPathComponent("reference.tar.gz").path
+        _ = try DiskConversion.run(input: disk, output: reference, format: .tarGz, overwrite: true,
+                                   options: WriterOptions(compressionLevel: 6, timestamp: 0))
+        XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: copy)), try Data(contentsOf: URL(fileURLWithPath: reference)))
     }
 
     func testOperationErrorIsOneClearLine() throws {
@@ -437,10 +454,10 @@ final class DeployGCPEmulatorTests: XCTestCase {
         return try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String])
     }
 
-    func makeDisk(_ name: String, size: UInt64) throws -> String {
+    func makeDisk(_ name: String, size: UInt64, randomBytes: Int = 256 << 10) throws -> String {
         let path = dir.appendingPathComponent(name).path
         var bytes = [UInt8](repeating: 0, count: Int(size))
-        let data = TestData.pseudoRandomBytes(count: 256 << 10, seed: UInt64(name.count))
+        let data = TestData.pseudoRandomBytes(count: randomBytes / 2, seed: UInt64(name.count))
         bytes.replaceSubrange(0..<data.count, with: data)
         bytes.replaceSubrange(Int(size) - data.count..<Int(size), with: data)
         try Data(bytes).write(to: URL(fileURLWithPath: path))
