@@ -20,6 +20,9 @@ public final class ComputeClient: @unchecked Sendable {
     public var requestDeadline: Double = 300
     /// Wall-clock budget for one Operation to reach DONE.
     public var operationDeadline: Double = 1800
+    /// Pause before asking again when `wait` answered at once without DONE: first, doubled up to
+    /// the maximum.
+    public var pollInterval: (first: Double, maximum: Double) = (0.5, 5)
     /// Polled while waiting for an Operation.
     public var isCancelled: (@Sendable () -> Bool)?
 
@@ -75,6 +78,7 @@ public final class ComputeClient: @unchecked Sendable {
     public func wait(_ operation: [String: Any], operation call: String) throws -> [String: Any] {
         var op = operation
         let start = monotonicSeconds()
+        var pause = pollInterval.first
         while (op["status"] as? String) != "DONE" {
             guard let name = op["name"] as? String, !name.isEmpty else {
                 throw CVMError.io("GCE \(call): the answer is not an Operation (no name); expected kind compute#operation")
@@ -86,8 +90,15 @@ public final class ComputeClient: @unchecked Sendable {
                 throw CVMError(.interrupted, "interrupted while waiting for GCE operation \(name) (\(call)); rerun to pick up from there")
             }
             let path = Self.scopePath(of: op) + "operations/\(PercentEncoding.encode(name))/wait"
+            let asked = monotonicSeconds()
             let (status, object) = try send("POST", url(path), body: nil, operation: "compute.operations.wait")
             op = try check(status, object, operation: "\(call) (waiting for operation \(name))")
+            // `wait` holds the call until DONE or about 2 minutes; one that came back at once
+            // without DONE is not asked again at once.
+            if (op["status"] as? String) != "DONE", monotonicSeconds() - asked < 1 {
+                Thread.sleep(forTimeInterval: pause)
+                pause = min(pause * 2, pollInterval.maximum)
+            }
         }
         if let error = Self.operationError(op, call: call) { throw error }
         return op

@@ -24,6 +24,7 @@ public enum GCPDeploy {
         let clients = try Clients(projectID: options.projectID, dryRun: request.dryRun, plan: plan, environment: environment,
                                   home: home, verbose: verbose, isCancelled: options.upload.isCancelled)
         clients.compute.operationDeadline = options.readyDeadline
+        clients.compute.pollInterval = options.pollInterval
         let deployer = GCPDeployer(compute: clients.compute, objects: clients.objects, options: options,
                                    environment: environment, home: home, verbose: verbose)
         var outcome = try DeployPipeline.run(deployer, request: request, matrix: matrix, log: log)

@@ -48,6 +48,11 @@ struct DeployGCPCommand: ParsableCommand {
             options.keepUpload = keepUpload
             let interrupt = InterruptFlag.install()
             options.upload.isCancelled = { interrupt.isSet }
+            // Upload progress on a terminal only (bytes, rate, ETA).
+            let progressLine = !common.json && !common.verbose && ProgressReporter.stderrIsTerminal && !common.dryRun
+                ? LockedProgress(label: "upload to gs://\(bucket)") : nil
+            defer { progressLine?.finish() }
+            if let progressLine { options.upload.progress = { done, total in progressLine.update(done, total) } }
             let outcome = try GCPDeploy.run(request, options: options, matrix: try CVMMatrix.embedded(),
                                             verbose: common.verbose, log: common.log)
             try printDeployOutcome(outcome, json: common.json)

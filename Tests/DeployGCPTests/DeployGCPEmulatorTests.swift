@@ -304,6 +304,10 @@ final class DeployGCPEmulatorTests: XCTestCase {
         let faults = try XCTUnwrap(try compute.stats()["faults"] as? [String: Int])
         XCTAssertEqual(faults["503"], 2)
         XCTAssertEqual(faults["429"], 1)
+        // The insert whose answer was lost was retried with its requestId: the same Operation.
+        XCTAssertEqual(faults["insert503"], 1)
+        XCTAssertEqual(try compute.stats()["replayed"] as? Int, 1)
+        XCTAssertEqual(try compute.state()["images"]?.count, 1)
         let uploadFaults = try XCTUnwrap(try proxy.stats()["faults"] as? [String: Int])
         for kind in ["token503", "start500", "drop", "503", "429", "drop-after-forward"] {
             XCTAssertEqual(uploadFaults[kind], 1, "upload fault \(kind) injected: \(uploadFaults)")
@@ -334,6 +338,25 @@ final class DeployGCPEmulatorTests: XCTestCase {
             XCTAssertFalse(m.contains("\n"))
         }
         try assertCleanTraffic()
+    }
+
+    /// An Operation that never finishes ends at the deadline with one line saying what to do.
+    func testOperationDeadline() throws {
+        try start()
+        _ = try FakeCompute.fetch(compute.base + "/harness-config", method: "POST", body: Data(#"{"stuck": true}"#.utf8))
+        let disk = try makeDisk("s.raw", size: 1 << 20)
+        var o = options()
+        o.readyDeadline = 1.5
+        let started = Date()
+        XCTAssertThrowsError(try deploy(try request(disk: disk), o)) { error in
+            let m = (error as? CVMError)?.message ?? "\(error)"
+            XCTAssertTrue(m.hasPrefix("GCE compute.images.insert: gave up waiting for operation operation-"), m)
+            XCTAssertTrue(m.contains("still RUNNING") && m.contains("rerun"), m)
+        }
+        XCTAssertLessThan(Date().timeIntervalSince(started), 30)
+        let waits = compute.requests.filter { $0["id"] as? String == "compute.globalOperations.wait" }.count
+        XCTAssertGreaterThan(waits, 1)
+        XCTAssertLessThan(waits, 40, "paused between polls that came back at once")
     }
 
     /// The referee must be able to fail: it rejects what the API would, and accepts our bodies.

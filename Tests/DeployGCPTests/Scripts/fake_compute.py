@@ -18,7 +18,9 @@ makes a retried insert return the same Operation.
 GET /harness-stats   requests seen (method id, path, query, body), violations, faults, 401s
 GET /harness-state   the resources held
 POST /harness-validate/<method id>   validates a body without acting (to test the validator)
---faults             answers 503 (Retry-After) / 429 on operation polls 1, 2 and 4
+--faults             answers 503 (Retry-After) / 429 on operation polls 1, 2 and 4, and the first
+                     insert is carried out but answered 503 (its retry must reuse the requestId)
+POST /harness-config {"stuck": true} keeps Operations RUNNING (deadline tests)
 """
 import argparse
 import base64
@@ -67,7 +69,8 @@ for m in all_methods(DOC["resources"]):
     ROUTES.append((m["httpMethod"], regex, names, m))
 
 lock = threading.Lock()
-stats = {"requests": [], "violations": [], "unauthorized": 0, "faults": {}, "polls": 0}
+stats = {"requests": [], "violations": [], "unauthorized": 0, "faults": {}, "polls": 0, "replayed": 0}
+config = {"stuck": False}
 state = {"images": {}, "firewalls": {}, "instances": {}, "disks": {}}
 operations = {}   # name -> operation dict (+ private "_effect")
 request_ids = {}  # requestId -> operation name
@@ -232,6 +235,9 @@ def public(op):
 
 def advance(name):
     op = operations[name]
+    if config["stuck"]:
+        op["status"] = "RUNNING"
+        return
     if op["status"] == "PENDING":
         op["status"] = "RUNNING"
         op["startTime"] = now()
@@ -311,6 +317,10 @@ class Handler(BaseHTTPRequestHandler):
         if url.path == "/harness-state":
             with lock:
                 return self.answer(200, state)
+        if url.path == "/harness-config":
+            with lock:
+                config.update(json.loads(body_bytes))
+                return self.answer(200, config)
         if url.path.startswith("/harness-validate/"):
             method_id = url.path.rsplit("/", 1)[1]
             m = next(r[3] for r in ROUTES if r[3]["id"] == method_id)
@@ -343,12 +353,17 @@ class Handler(BaseHTTPRequestHandler):
         project = p.get("project")
         request_id = (query.get("requestId") or [None])[0]
         if request_id and request_id in request_ids:
+            stats["replayed"] += 1
             return self.answer(200, public(operations[request_ids[request_id]]))
 
         def started(scope, op_type, target, effect):
             name = new_operation(host, project, scope, op_type, target, effect)
             if request_id:
                 request_ids[request_id] = name
+            if args.faults and op_type == "insert" and "insert503" not in stats["faults"]:
+                # Carried out, but the answer is lost: only the requestId saves a double insert.
+                stats["faults"]["insert503"] = 1
+                return self.error(503, "backendError", "try again")
             return self.answer(200, public(operations[name]))
 
         _, kind, verb = mid.split(".")
