@@ -187,6 +187,14 @@ final class DeployGCPEmulatorTests: XCTestCase {
         XCTAssertFalse(rerun.isEmpty)
         XCTAssertTrue(rerun.allSatisfy { $0["method"] as? String == "GET" }, "\(rerun.map { $0["id"] ?? "" })")
 
+        // A stopped instance of this disk is started again, not replaced.
+        _ = try FakeCompute.fetch(compute.base + "/harness-config", method: "POST", body: Data(#"{"instance_status": {"cvm-gcp": "TERMINATED"}}"#.utf8))
+        let beforeStart = compute.requests.count
+        XCTAssertEqual(try deploy(r).artifact.publicIP, ip)
+        let started = compute.requests.dropFirst(beforeStart).compactMap { $0["id"] as? String }.filter { !$0.hasSuffix(".get") && !$0.hasSuffix(".wait") }
+        XCTAssertEqual(started, ["compute.instances.start"])
+        XCTAssertEqual(try compute.state()["instances"]?["cvm-gcp"]?["status"] as? String, "RUNNING")
+
         // Cleanup leaves nothing, in order; a second cleanup finds nothing and is fine.
         let removed = try cleanup()
         XCTAssertEqual(removed.removed, ["instance cvm-gcp", "firewall cvm-gcp-ingress", "image cvm-gcp-image"])
@@ -223,15 +231,21 @@ final class DeployGCPEmulatorTests: XCTestCase {
                                    options: WriterOptions(compressionLevel: 6, timestamp: 0))
         XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: copy)), try Data(contentsOf: URL(fileURLWithPath: reference)))
 
-        // Another disk: uploaded first, then the old image and instance go and new ones come.
+        // Another disk and another port: uploaded first, then the old image goes and the new one
+        // comes, the firewall is patched, the instance replaced.
         try writeBlock(disk, seed: 99)
         let bytesBefore = try proxy.stats()["bytes_in"] as? Int ?? 0
         let before = compute.requests.count
-        _ = try deploy(r, options(keepUpload: true))
+        var changed = r
+        changed.additionalPorts = [PortRange(8443)]
+        _ = try deploy(changed, options(keepUpload: true))
         XCTAssertGreaterThan(try proxy.stats()["bytes_in"] as? Int ?? 0, bytesBefore, "the new disk was uploaded")
         let ids = compute.requests.dropFirst(before).compactMap { $0["id"] as? String }
             .filter { !$0.hasSuffix("Operations.wait") && !$0.hasSuffix(".get") }
-        XCTAssertEqual(ids, ["compute.images.delete", "compute.images.insert", "compute.instances.delete", "compute.instances.insert"])
+        XCTAssertEqual(ids, ["compute.images.delete", "compute.images.insert", "compute.firewalls.patch",
+                             "compute.instances.delete", "compute.instances.insert"])
+        XCTAssertEqual((try compute.state()["firewalls"]?["tdx-vm-ingress"]?["allowed"] as? [[String: Any]])?.first?["ports"] as? [String],
+                       ["8000", "8443"])
         let newDigest = hexString(try SHA256.hash(fileAt: disk))
         let labels = try compute.state()["images"]?["tdx-vm-image"]?["labels"] as? [String: String]
         XCTAssertEqual(labels?["cvm-disk-sha256"], String(newDigest.prefix(12)))

@@ -20,7 +20,8 @@ GET /harness-state   the resources held
 POST /harness-validate/<method id>   validates a body without acting (to test the validator)
 --faults             answers 503 (Retry-After) / 429 on operation polls 1, 2 and 4, and the first
                      insert is carried out but answered 503 (its retry must reuse the requestId)
-POST /harness-config {"stuck": true} keeps Operations RUNNING (deadline tests)
+POST /harness-config {"stuck": true} keeps Operations RUNNING (deadline tests);
+                     {"instance_status": {"NAME": "TERMINATED"}} stops an instance (as a host event would)
 """
 import argparse
 import base64
@@ -319,7 +320,10 @@ class Handler(BaseHTTPRequestHandler):
                 return self.answer(200, state)
         if url.path == "/harness-config":
             with lock:
-                config.update(json.loads(body_bytes))
+                change = json.loads(body_bytes)
+                for name, status in change.pop("instance_status", {}).items():
+                    state["instances"][name]["status"] = status
+                config.update(change)
                 return self.answer(200, config)
         if url.path.startswith("/harness-validate/"):
             method_id = url.path.rsplit("/", 1)[1]
