@@ -409,7 +409,11 @@ final class DeployGCPEmulatorTests: XCTestCase {
     func testCommandLine() throws {
         try start()
         let cli = try GCSHarness.cliBinary()
-        let disk = try makeDisk("cli.raw", size: 2 << 20)
+        // A GCP tar.gz goes as is (the other tests send raw disks, converted on the fly).
+        let raw = try makeDisk("cli.raw", size: 2 << 20)
+        let disk = dir.appendingPathComponent("cli.tar.gz").path
+        _ = try DiskConversion.run(input: raw, output: disk, format: .tarGz, overwrite: true,
+                                   options: WriterOptions(compressionLevel: 1, timestamp: 0))
         let work = dir.appendingPathComponent("work").path
         try FileManager.default.createDirectory(atPath: work, withIntermediateDirectories: true)
         func run(_ args: [String]) throws -> GCSHarness.Output {
@@ -424,6 +428,17 @@ final class DeployGCPEmulatorTests: XCTestCase {
         XCTAssertEqual(deploy.stdout, ip + "\n", "only the IP on stdout")
         let artifact = try XCTUnwrap(try DeployArtifact.read(work + "/_artifacts/gcp_cli-vm.json"))
         XCTAssertEqual(artifact.publicIP, ip)
+        // disk_sha256 is the virtual disk's (the raw content padded to the archive's GiB), by sha256sum.
+        let padded = dir.appendingPathComponent("padded.raw").path
+        try GCSHarness.run(["cp", raw, padded])
+        try GCSHarness.run(["truncate", "-s", "1G", padded])
+        let expected = try GCSHarness.run(["sha256sum", padded]).stdout.prefix(64)
+        XCTAssertEqual(artifact.diskSHA256, String(expected))
+        let object = try XCTUnwrap(artifact.resources["object"])
+        XCTAssertEqual(object, "cli-vm-\(expected.prefix(12)).tar.gz")
+        let copy = dir.appendingPathComponent("copy.tar.gz").path
+        _ = try harness.download(object, to: copy)
+        XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: copy)), try Data(contentsOf: URL(fileURLWithPath: disk)), "sent byte for byte")
         XCTAssertEqual(try compute.state()["firewalls"]?["cli-vm-ingress"].flatMap { ($0["allowed"] as? [[String: Any]])?.first?["ports"] as? [String] },
                        ["8000", "8080", "9000-9010"])
 
@@ -431,8 +446,8 @@ final class DeployGCPEmulatorTests: XCTestCase {
                             "--vm-name", "cli-vm", "--region", "us-central1-b", "--vm_type", "n2d-standard-2",
                             "--additional-ports", "8080,9000-9010", "--keep_upload"])
         XCTAssertEqual(json.status, 0, json.stderr)
-        let object = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(json.stdout.utf8)) as? [String: Any])
-        XCTAssertEqual(object["public_ip"] as? String, ip)
+        let answer = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(json.stdout.utf8)) as? [String: Any])
+        XCTAssertEqual(answer["public_ip"] as? String, ip)
 
         let dry = try run(["deploy-gcp", "--bucket", GCSHarness.bucket, "--disk", disk, "--vm_name", "other-vm",
                            "--region", "us-central1-b", "--vm_type", "c3-standard-8", "--dry-run"])
