@@ -450,9 +450,10 @@ final class DeployGCPEmulatorTests: XCTestCase {
         XCTAssertEqual(answer["public_ip"] as? String, ip)
 
         let dry = try run(["deploy-gcp", "--bucket", GCSHarness.bucket, "--disk", disk, "--vm_name", "other-vm",
-                           "--region", "us-central1-b", "--vm_type", "c3-standard-8", "--dry-run"])
+                           "--region", "us-central1-b", "--vm_type", "c3-standard-8", "--dry-run", "--verbose"])
         XCTAssertEqual(dry.status, 0, dry.stderr)
         XCTAssertTrue(dry.stdout.contains("compute.instances.insert") && dry.stdout.contains("confidentialInstanceType=TDX"), dry.stdout)
+        XCTAssertTrue(dry.stderr.contains("HTTP GET \(compute.endpoint)projects/"), "--verbose logs each request: \(dry.stderr)")
 
         let bad = try run(["deploy-gcp", "--bucket", GCSHarness.bucket, "--disk", disk, "--region", "us-central1", "--vm_type", "c3-standard-4"])
         XCTAssertEqual(bad.status, 64, bad.stderr)
@@ -463,7 +464,7 @@ final class DeployGCPEmulatorTests: XCTestCase {
         XCTAssertEqual(upper.status, 64, upper.stderr)
         XCTAssertTrue(upper.stderr.contains("--vm_name 'Big-VM'"), upper.stderr)
 
-        let clean = try run(["cleanup", "gcp", "--vm_name", "cli-vm", "--json"])
+        let clean = try run(["cleanup", "gcp", "--vm_name", "cli-vm", "--json", "--verbose"])
         XCTAssertEqual(clean.status, 0, clean.stderr)
         let removed = try XCTUnwrap((try JSONSerialization.jsonObject(with: Data(clean.stdout.utf8)) as? [String: Any])?["removed"] as? [String])
         XCTAssertEqual(removed.first, "instance cli-vm")
