@@ -4,6 +4,7 @@ import CVMTestData
 import DiskImage
 import Foundation
 import GCPProvider
+import GCPTestSupport
 import Transport
 import XCTest
 
