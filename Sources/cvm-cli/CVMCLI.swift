@@ -30,7 +30,8 @@ struct CVMCLI: ParsableCommand {
         commandName: "cvm-cli",
         abstract: "Ship confidential-VM disk images and workloads to Azure, GCP, AWS or a local QEMU.",
         version: CVMVersion.string,
-        subcommands: [Convert.self, Inspect.self, UpdateDiskCommand.self, WorkloadCommand.self, UploadCommand.self]
+        subcommands: [Convert.self, Inspect.self, UpdateDiskCommand.self, WorkloadCommand.self, UploadCommand.self,
+                      ImageCommand.self, DeployLocalCommand.self, CleanupCommand.self]
     )
 }
 
