@@ -366,7 +366,10 @@ public enum LocalDeploy {
 
     static func lastConsoleLines(_ path: String) -> String {
         let text = (try? String(contentsOfFile: path, encoding: .utf8)) ?? ""
-        let lines = text.split(whereSeparator: \.isNewline).suffix(3).joined(separator: " / ")
+        let all = text.split(whereSeparator: \.isNewline)
+        // The image's own messages ("cvm-initramfs: …", "cvm: …") say why; kernel lines otherwise.
+        let ours = all.filter { $0.hasPrefix("cvm") }
+        let lines = (ours.isEmpty ? all : ours).suffix(3).joined(separator: " / ")
         return lines.isEmpty ? "(nothing)" : lines
     }
 

@@ -14,7 +14,7 @@ final class Agent: @unchecked Sendable {
     private let lock = NSLock()
     private var workloadEvents: [WorkloadMeasurement.Event] = []
     private var workloadError: String?
-    var tlsFingerprint: String?
+    private var tlsFingerprint: String?
 
     init(options: AgentOptions) throws {
         self.options = options
@@ -45,6 +45,11 @@ final class Agent: @unchecked Sendable {
         let http = try HTTPServer(port: options.httpPort) { [self] in self.handle($0) }
         http.start()
         log("serving HTTP on port \(options.httpPort)")
+        let identity = try TLSIdentity()
+        lock.withLock { tlsFingerprint = identity.fingerprint }
+        let https = try HTTPServer(port: options.httpsPort, wrap: { identity.accept($0) }) { [self] in self.handle($0) }
+        https.start()
+        log("serving HTTPS on port \(options.httpsPort); TLS certificate fingerprint \(identity.fingerprint)")
     }
 
     func handle(_ request: HTTPRequest) -> HTTPResponse {
@@ -66,8 +71,8 @@ final class Agent: @unchecked Sendable {
         let pcrs = try TPM2.readSHA256(tpm)
         var bank: [String: String] = [:]
         for (index, value) in pcrs { bank[String(index)] = hexString(value) }
-        let eventLog = (try? Data(contentsOf: URL(fileURLWithPath: options.eventLog))).map { [UInt8]($0) } ?? []
-        let (events, error) = lock.withLock { (workloadEvents, workloadError) }
+        let eventLog = readWholeFile(options.eventLog) ?? []
+        let (events, error, fingerprint) = lock.withLock { (workloadEvents, workloadError, tlsFingerprint) }
         var object: [String: Any] = [
             "version": 1,
             "tee": Self.teeKind(),
@@ -76,7 +81,7 @@ final class Agent: @unchecked Sendable {
             "workload_events": events.map { ["name": $0.name, "content_sha256": $0.contentSHA256, "digest": $0.digest] },
             "agent_version": AgentVersion.string,
         ]
-        if let tlsFingerprint { object["tls_fingerprint"] = tlsFingerprint }
+        if let fingerprint { object["tls_fingerprint"] = fingerprint }
         if let error { object["workload_error"] = error }
         return Array(try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes]))
     }
@@ -100,6 +105,23 @@ func hexToBytes(_ hex: String) -> [UInt8] {
     while i < hex.endIndex, let j = hex.index(i, offsetBy: 2, limitedBy: hex.endIndex) {
         out.append(UInt8(hex[i..<j], radix: 16) ?? 0)
         i = j
+    }
+    return out
+}
+
+/// Reads a file to its end with read(2) in a loop: securityfs files report size 0 and return
+/// the event log a page at a time, so a single sized read would cut it short.
+func readWholeFile(_ path: String) -> [UInt8]? {
+    let fd = open(path, O_RDONLY)
+    guard fd >= 0 else { return nil }
+    defer { close(fd) }
+    var out: [UInt8] = []
+    var buffer = [UInt8](repeating: 0, count: 65536)
+    while true {
+        let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+        if n < 0 && errno == EINTR { continue }
+        if n <= 0 { break }
+        out += buffer.prefix(n)
     }
     return out
 }
