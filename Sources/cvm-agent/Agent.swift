@@ -15,6 +15,8 @@ final class Agent: @unchecked Sendable {
     private var workloadEvents: [WorkloadMeasurement.Event] = []
     private var workloadError: String?
     private var tlsFingerprint: String?
+    /// SHA-256 of the API token once issued (the token itself is returned once and not kept).
+    private var apiTokenDigest: [UInt8]?
 
     init(options: AgentOptions) throws {
         self.options = options
@@ -59,11 +61,35 @@ final class Agent: @unchecked Sendable {
             do { return HTTPResponse(status: 200, body: try goldenMeasurement()) } catch {
                 return .json(500, jsonObject(["error": "\(error)"]))
             }
-        case (_, "/golden-measurement"):
+        case ("GET", "/api-token"):
+            return issueAPIToken()
+        case (_, "/golden-measurement"), (_, "/api-token"):
             return .json(405, jsonObject(["error": "use GET"]))
         default:
             return .json(404, jsonObject(["error": "no such endpoint: \(path)"]))
         }
+    }
+
+    /// `GET /api-token`: a random bearer token, exactly once; afterwards 410 Gone forever.
+    func issueAPIToken() -> HTTPResponse {
+        var rng = SystemRandomNumberGenerator()
+        let token = hexString((0..<32).map { _ in UInt8.random(in: 0...255, using: &rng) })
+        let issued: Bool = lock.withLock {
+            guard apiTokenDigest == nil else { return false }
+            apiTokenDigest = SHA256.hash(token)
+            return true
+        }
+        guard issued else { return .json(410, jsonObject(["error": "the API token was already issued"])) }
+        log("API token issued")
+        return .json(200, jsonObject(["token": token]))
+    }
+
+    /// Whether `Authorization: Bearer <token>` carries the issued token (compared by digest,
+    /// so the comparison time does not depend on how many characters match).
+    func authorized(_ request: HTTPRequest) -> Bool {
+        guard let header = request.headers["authorization"], header.hasPrefix("Bearer ") else { return false }
+        let digest = SHA256.hash(String(header.dropFirst(7)))
+        return lock.withLock { apiTokenDigest == digest }
     }
 
     /// `GET /golden-measurement` (docs/agent-api.md).

@@ -1,5 +1,6 @@
 import CVMCrypto
 import CVMSupport
+import DiskUpdate
 import Foundation
 import ImageBuild
 import LocalVM
@@ -115,5 +116,41 @@ final class LocalBootTests: XCTestCase {
             XCTAssertTrue("\(error)".contains("refusing to boot"), "\(error)")
         }
         XCTAssertFalse(FileManager.default.fileExists(atPath: LocalDeploy.artifactPath(options)), "state left behind")
+    }
+
+    /// update-disk with one changed config file, then a boot: PCR 23 is the new prediction, not the old.
+    func testUpdateDiskChangesPCR23AsPredicted() throws {
+        let dir = try ImageTestSupport.temporaryDirectory("update-boot")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let (image, manifest) = try Self.buildImage(dir)
+        let changed = dir + "/workload"
+        try FileManager.default.copyItem(atPath: ImageTestSupport.repo + "/workload", toPath: changed)
+        let conf = changed + "/config/web/default.conf"
+        try (try String(contentsOfFile: conf, encoding: .utf8) + "\n# changed by the test\n").write(toFile: conf, atomically: true, encoding: .utf8)
+        var update = UpdateDisk.Options()
+        update.workloadPath = changed
+        update.timestamp = 0
+        let result = try UpdateDisk.run(disk: image, options: update)
+        XCTAssertNotEqual(result.measurement.pcr23, manifest.workloadPCR23)
+
+        let options = deployOptions(disk: image, dir: dir, name: "update-test")
+        let artifact = try LocalDeploy.start(options)
+        defer { try? LocalDeploy.stop(artifactFile: LocalDeploy.artifactPath(options)) }
+        let (status, body) = try XCTUnwrap(LocalDeploy.httpGet(port: artifact.ports[1].host, path: "/golden-measurement"))
+        XCTAssertEqual(status, 200)
+        let json = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(body)) as? [String: Any])
+        let bank = try XCTUnwrap((json["pcrs"] as? [String: Any])?["sha256"] as? [String: String])
+        XCTAssertEqual(bank["23"], result.measurement.pcr23)
+        XCTAssertEqual(LocalDeploy.httpGet(port: artifact.ports[1].host, path: "/nope")?.status, 404)
+
+        // The API token: issued once, then 410 Gone.
+        let first = try XCTUnwrap(LocalDeploy.httpGet(port: artifact.ports[1].host, path: "/api-token"))
+        XCTAssertEqual(first.status, 200)
+        let token = try XCTUnwrap((try JSONSerialization.jsonObject(with: Data(first.body)) as? [String: String])?["token"])
+        XCTAssertEqual(token.count, 64)
+        XCTAssertEqual(LocalDeploy.httpGet(port: artifact.ports[1].host, path: "/api-token")?.status, 410)
+        // It is never written to the console.
+        let console = try String(contentsOfFile: artifact.consoleLog, encoding: .utf8)
+        XCTAssertFalse(console.contains(token))
     }
 }
