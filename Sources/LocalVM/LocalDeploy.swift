@@ -40,6 +40,9 @@ public enum LocalDeploy {
         public var timeout: Double = 180
         public var artifactsDir = "_artifacts"
         public var log: @Sendable (String) -> Void = { _ in }
+        /// Polled while waiting for the agent: true stops the VM and ends with `.interrupted`
+        /// (the CLI sets it on Ctrl-C, so an interrupted boot leaves nothing running).
+        public var interrupted: @Sendable () -> Bool = { false }
         public init() {}
     }
 
@@ -204,6 +207,10 @@ public enum LocalDeploy {
                 try? stop(artifactFile: artifactFile)
                 throw CVMError.io("the VM stopped before its agent answered; console (\(artifact.consoleLog)) ends with: \(why)")
             }
+            if options.interrupted() {
+                try? stop(artifactFile: artifactFile)
+                throw CVMError(.interrupted, "interrupted while \(options.vmName) was booting; the VM was stopped and its state removed")
+            }
             if ProgressReporter.now() > deadline {
                 let why = lastConsoleLines(artifact.consoleLog)
                 try? stop(artifactFile: artifactFile)
@@ -312,10 +319,14 @@ public enum LocalDeploy {
         throw CVMError.io("\(what) did not write its pid file \(path)")
     }
 
-    static func portIsFree(_ port: UInt16) -> Bool {
+    /// Whether QEMU could listen on 127.0.0.1:port. SO_REUSEADDR as QEMU's hostfwd uses it, so
+    /// connections of a previous VM lingering in TIME_WAIT do not count as "in use".
+    public static func portIsFree(_ port: UInt16) -> Bool {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { return false }
         defer { close(fd) }
+        var one: Int32 = 1
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
         var addr = sockaddr_in()
         addr.sin_family = sa_family_t(AF_INET)
         addr.sin_port = port.bigEndian

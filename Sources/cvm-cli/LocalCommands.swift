@@ -66,6 +66,18 @@ struct DeployLocalCommand: ParsableCommand {
             options.timeout = timeout
             let quiet = json
             options.log = { if !quiet { FileHandle.standardError.write(Data("deploy-local: \($0)\n".utf8)) } }
+            // Ctrl-C / SIGTERM: while booting, start() stops the VM; afterwards the loop below does.
+            let stopRequested = StopFlag()
+            var sources: [DispatchSourceSignal] = []
+            for sig in [SIGINT, SIGTERM] {
+                signal(sig, SIG_IGN)
+                let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
+                source.setEventHandler { stopRequested.set() }
+                source.resume()
+                sources.append(source)
+            }
+            defer { sources.forEach { $0.cancel() } }
+            options.interrupted = { stopRequested.isSet }
             let artifact = try LocalDeploy.start(options)
             let artifactFile = LocalDeploy.artifactPath(options)
             if json {
@@ -81,20 +93,10 @@ struct DeployLocalCommand: ParsableCommand {
                 return
             }
             // Foreground: stop the VM on Ctrl-C / SIGTERM, or return when it stops by itself.
-            let stopRequested = StopFlag()
-            var sources: [DispatchSourceSignal] = []
-            for sig in [SIGINT, SIGTERM] {
-                signal(sig, SIG_IGN)
-                let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
-                source.setEventHandler { stopRequested.set() }
-                source.resume()
-                sources.append(source)
-            }
             if !json { print("running in the foreground; Ctrl-C stops the VM") }
             while !stopRequested.isSet && kill(artifact.qemuPID, 0) == 0 { usleep(200_000) }
             try LocalDeploy.stop(artifactFile: artifactFile)
             if !json { print("VM '\(vmName)' stopped") }
-            _ = sources
         }
     }
 }

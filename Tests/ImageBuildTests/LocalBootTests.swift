@@ -23,12 +23,12 @@ final class LocalBootTests: XCTestCase {
         return (options.output, try ImageBuilder.run(options))
     }
 
+    /// A pair of free ports (main + the agent's HTTP), different for each test of this run.
+    nonisolated(unsafe) static var nextPort = UInt16(21000 + Int(getpid() % 2000) * 4)
     static func freePort() -> UInt16 {
-        var port = UInt16(21000 + Int(getpid() % 5000) * 2)
-        while !(LocalDeploy.httpGetStatus(port: port, path: "/") == nil && LocalDeploy.httpGetStatus(port: port + 1, path: "/") == nil) {
-            port += 2
-        }
-        return port
+        while !(LocalDeploy.portIsFree(nextPort) && LocalDeploy.portIsFree(nextPort + 1)) { nextPort += 2 }
+        defer { nextPort += 2 }
+        return nextPort
     }
 
     func deployOptions(disk: String, dir: String, name: String) -> LocalDeploy.Options {
@@ -152,5 +152,33 @@ final class LocalBootTests: XCTestCase {
         // It is never written to the console.
         let console = try String(contentsOfFile: artifact.consoleLog, encoding: .utf8)
         XCTAssertFalse(console.contains(token))
+    }
+
+    /// Ctrl-C while the VM boots: cvm-cli deploy-local stops qemu and swtpm, removes the state
+    /// and exits 130.
+    func testInterruptDuringBootLeavesNothingRunning() throws {
+        let dir = try ImageTestSupport.temporaryDirectory("interrupt")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let (image, _) = try Self.buildImage(dir)
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: try ImageTestSupport.product("cvm-cli"))
+        process.arguments = ["deploy-local", "--disk", image, "--vm_name", "interrupt-test", "--port", String(Self.freePort())]
+        process.currentDirectoryURL = URL(fileURLWithPath: dir)
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        let artifact = dir + "/_artifacts/local_interrupt-test.json"
+        // Wait until qemu runs (the artifact appears), then interrupt.
+        for _ in 0..<300 where !FileManager.default.fileExists(atPath: artifact) && process.isRunning { usleep(100_000) }
+        let data = try XCTUnwrap(FileManager.default.contents(atPath: artifact), "deploy-local never started qemu")
+        let recorded = try JSONDecoder().decode(LocalDeploy.Artifact.self, from: data)
+        kill(process.processIdentifier, SIGINT)
+        process.waitUntilExit()
+        XCTAssertEqual(process.terminationStatus, 130)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: artifact))
+        XCTAssertFalse(FileManager.default.fileExists(atPath: recorded.stateDir))
+        usleep(500_000)
+        XCTAssertNotEqual(kill(recorded.qemuPID, 0), 0, "qemu still running")
+        XCTAssertNotEqual(kill(recorded.swtpmPID, 0), 0, "swtpm still running")
     }
 }
