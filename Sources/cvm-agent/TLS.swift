@@ -68,7 +68,7 @@ final class TLSIdentity: @unchecked Sendable {
         let code = ERR_get_error()
         var buffer = [CChar](repeating: 0, count: 256)
         ERR_error_string_n(code, &buffer, buffer.count)
-        return CVMError.io("TLS: \(what) failed: \(String(cString: buffer))")
+        return CVMError.io("TLS: \(what) failed: \(String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self))")
     }
 }
 
