@@ -3,12 +3,19 @@ SHELL := /bin/bash
 SWIFT ?= swift
 BIN := .build/release/cvm-cli
 
-.PHONY: demo demo-deps test build deps test-deps bench bench-upload-azure clean
+.PHONY: demo demo-formats demo-deps demo-image-deps test build deps test-deps bench bench-upload-azure clean
 
-## demo: install what is needed, build cvm-cli, build a sample GPT disk and convert it to every cloud format.
-demo: demo-deps
+## demo: install what is needed, build cvm-cli + cvm-agent, build the base image, update-disk the
+## sample workload, boot it locally (QEMU+OVMF+swtpm), fetch the golden measurement, stop.
+demo: demo-image-deps
 	$(SWIFT) build -c release --product cvm-cli
+	$(SWIFT) build -c release --product cvm-agent
 	./scripts/demo.sh $(BIN)
+
+## demo-formats: build a sample GPT disk and take it through every cloud format and update-disk.
+demo-formats: demo-deps
+	$(SWIFT) build -c release --product cvm-cli
+	./scripts/demo-formats.sh $(BIN)
 
 ## test: install build + oracle tools, build, run every test.
 test: test-deps
@@ -39,3 +46,6 @@ clean:
 
 demo-deps:
 	./scripts/install-deps.sh --with-test-tools
+
+demo-image-deps:
+	./scripts/install-deps.sh --with-image-tools

@@ -3,12 +3,20 @@ import PackageDescription
 
 // System libraries come from Debian's -dev packages (apt names in `providers`).
 // Each library module links only the system libraries it uses.
+// Static Foundation for cvm-agent: its archives reference each other, so they are linked as one group.
+let staticFoundationGroup = ["Foundation", "CoreFoundation", "_FoundationICU", "FoundationEssentials",
+                             "FoundationInternationalization", "_FoundationCShims", "_FoundationCollections",
+                             "swiftSynchronization", "dispatch", "BlocksRuntime"]
+    .flatMap { ["-Xlinker", "-l\($0)"] }
+    .reduce(["-Xlinker", "--start-group"]) { $0 + [$1] } + ["-Xlinker", "--end-group"]
+
 let package = Package(
     name: "cvm-cli",
     platforms: [.macOS(.v13)],
     products: [
         .executable(name: "cvm-cli", targets: ["cvm-cli"]),
         .executable(name: "cvm-fuzz", targets: ["cvm-fuzz"]),
+        .executable(name: "cvm-agent", targets: ["cvm-agent"]),
         .library(name: "DiskImage", targets: ["DiskImage"]),
     ],
     dependencies: [
@@ -49,6 +57,13 @@ let package = Package(
         // update-disk: rebuilds a disk's data partition with a new workload, in any format.
         .target(name: "DiskUpdate", dependencies: ["CVMSupport", "DiskImage", "EXT4", "Workload"]),
 
+        // The base image: Debian packages, UKI, squashfs root with dm-verity, ext4 data (`image build`).
+        .target(name: "ImageBuild", dependencies: ["CVMSupport", "CVMCrypto", "DiskImage", "EXT4", "Workload"]),
+        // deploy-local: QEMU + OVMF + swtpm around a disk image, until the agent answers.
+        .target(name: "LocalVM", dependencies: ["CVMSupport", "DiskImage"]),
+        // TPM 2.0 commands marshalled by hand (PCR extend/read) for the in-guest agent.
+        .target(name: "TPM2", dependencies: ["CVMSupport"]),
+
         // HTTP over libcurl for the cloud providers: retries, throttling, redaction. Knows no cloud.
         .target(name: "Transport", dependencies: [
             "CVMSupport", "CCurl", .product(name: "Logging", package: "swift-log"),
@@ -80,9 +95,13 @@ let package = Package(
 
         // MARK: executables
         .executableTarget(name: "cvm-cli", dependencies: [
-            "DiskImage", "CVMSupport", "Workload", "DiskUpdate", "AWSProvider", "Golden", "CVMCrypto", "CVMMatrix", "Deploy", "GCPProvider", "AzureProvider",
+            "DiskImage", "CVMSupport", "Workload", "DiskUpdate", "AWSProvider", "Golden", "CVMCrypto", "CVMMatrix", "Deploy", "GCPProvider", "AzureProvider", "ImageBuild", "LocalVM",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
+        // The in-guest agent: measures the workload into PCR 23, serves the golden measurement.
+        // Static Swift runtime so it runs in the image's root with only glibc, libstdc++ and OpenSSL.
+        .executableTarget(name: "cvm-agent", dependencies: ["CVMSupport", "CVMCrypto", "Workload", "TPM2", "COpenSSL"],
+                          linkerSettings: [.unsafeFlags(["-static-stdlib"] + staticFoundationGroup)]),
         // Fuzz harness for the format parsers (see docs/fuzzing.md).
         .executableTarget(name: "cvm-fuzz", dependencies: ["DiskImage", "EXT4"]),
 
@@ -93,6 +112,7 @@ let package = Package(
         .testTarget(name: "WorkloadTests", dependencies: ["Workload", "CVMCrypto", "CVMSupport"]),
         .testTarget(name: "DiskUpdateTests", dependencies: ["CVMTestData", "DiskUpdate", "DiskImage", "EXT4", "Workload", "CVMSupport"]),
         .testTarget(name: "CLITests", dependencies: ["CVMTestData", "DiskImage", "CVMSupport"]),
+        .testTarget(name: "ImageBuildTests", dependencies: ["ImageBuild", "LocalVM", "DiskUpdate", "DiskImage", "TPM2", "Workload", "CVMCrypto", "CVMSupport"]),
         .testTarget(name: "EXT4Tests", dependencies: ["EXT4", "CVMSupport"]),
         .testTarget(name: "CloudAuthTests", dependencies: ["CloudAuth", "CVMCrypto", "CVMSupport"],
                     exclude: ["Fixtures", "Scripts"]),

@@ -1,46 +1,45 @@
 #!/usr/bin/env bash
-# The main job until the local boot path lands: build a small GPT disk shaped like the
-# confidential base images (ESP, root, ext4 "data"), take it through every cloud format with
-# cvm-cli and back (checking the round trip byte for byte), then write the sample workload into
-# each cloud format's data partition with update-disk.
+# README command one: build the measured-boot base image, write the sample workload with
+# update-disk, boot it locally (QEMU + OVMF + swtpm), fetch the golden measurement, print a
+# summary, stop the VM. Usage: scripts/demo.sh [path/to/cvm-cli]   (cvm-agent next to it)
 set -euo pipefail
 cli=$(realpath "${1:-.build/release/cvm-cli}")
-workload=$(realpath "${WORKLOAD:-workload}")
-work=${DEMO_DIR:-_artifacts/demo}
-rm -rf "$work"; mkdir -p "$work"; cd "$work"
+workload=${WORKLOAD:-workload}
+vm=${DEMO_VM:-demo}
+port=${DEMO_PORT:-8000}
+work=_artifacts/demo
+mkdir -p "$work"
+start=$(date +%s)
 
-echo "== building a 1 GiB sample disk (sgdisk + mke2fs; test tools, not cvm-cli dependencies)"
-truncate -s 1G disk.raw
-sgdisk --clear -n1:1M:+64M -t1:ef00 -c1:esp -n2:65M:+256M -t2:8304 -c2:root \
-       -n3:321M:0 -t3:8300 -c3:data disk.raw >/dev/null
-head -c 48M /dev/urandom | dd of=disk.raw bs=1M seek=65 conv=notrunc status=none
-mkdir -p tree/workload/config
-printf 'services:\n  app:\n    image: docker.io/library/nginx:1.27\n    ports: ["80:80"]\n' > tree/workload/docker-compose.yml
-truncate -s 700M data.img
-mke2fs -q -F -t ext4 -L data -d tree data.img
-dd if=data.img of=disk.raw bs=1M seek=321 conv=notrunc,sparse status=none
-rm -rf tree data.img
+echo "== cvm-cli image build --output images/base.raw"
+"$cli" image build --output images/base.raw
+echo "== cvm-cli update-disk images/base.raw --workload $workload --output $work/disk.raw"
+"$cli" update-disk images/base.raw --workload "$workload" --output "$work/disk.raw" --force
 
-echo "== cvm-cli inspect disk.raw"
-"$cli" inspect disk.raw
-for out in azure_disk.vhd aws_disk.vmdk gcp_disk.tar.gz; do
-  echo "== cvm-cli convert disk.raw $out"
-  "$cli" convert disk.raw "$out" --force
-  "$cli" inspect "$out" | head -3
-  "$cli" convert "$out" "back-$out.raw" --force >/dev/null
-  # tar.gz rounds up to a whole GiB; the sample is exactly 1 GiB, so all round trips are exact.
-  cmp disk.raw "back-$out.raw" && echo "   round trip $out -> raw: identical"
-done
+"$cli" cleanup local --vm_name "$vm" >/dev/null 2>&1 || true
+trap '"$cli" cleanup local --vm_name "$vm" >/dev/null 2>&1 || true' EXIT
+echo "== cvm-cli deploy-local --disk $work/disk.raw --vm_name $vm --port $port --detach"
+"$cli" deploy-local --disk "$work/disk.raw" --vm_name "$vm" --port "$port" --detach
+http=$(sed -n 's/.*"agent_http_url" : "\(.*\)".*/\1/p' "_artifacts/local_$vm.json")
 
-echo "== cvm-cli workload check $workload"
-"$cli" workload check "$workload"
-for disk in aws_disk.vmdk gcp_disk.tar.gz azure_disk.vhd; do
-  echo "== cvm-cli update-disk $disk --workload $workload"
-  "$cli" update-disk "$disk" --workload "$workload"
-done
-echo "== the three updated disks hold the same virtual disk:"
-for disk in aws_disk.vmdk gcp_disk.tar.gz azure_disk.vhd; do
-  "$cli" convert "$disk" "updated-$disk.raw" --force --json >/dev/null
-  sha256sum "updated-$disk.raw"
-done
-ls -ls
+echo "== curl $http/golden-measurement"
+curl -sS --max-time 30 "$http/golden-measurement" > "$work/golden-measurement.json"
+"$cli" workload measure "$workload" --json > "$work/host-measurement.json"
+python3 - "$work/golden-measurement.json" "$work/host-measurement.json" "https://127.0.0.1:$port" <<'PY'
+import json, sys
+g = json.load(open(sys.argv[1])); h = json.load(open(sys.argv[2]))
+pcrs = g["pcrs"]["sha256"]
+print("== summary")
+print(f"agent          {sys.argv[3]}  (agent {g['agent_version']}, tee {g['tee']})")
+print(f"TLS            {g.get('tls_fingerprint', '-')}")
+for i in ("0", "4", "7", "9", "11", "23"):
+    print(f"PCR {i:>2}         {pcrs[i]}")
+host = h.get("pcr23") or h.get("pcr_23")
+print(f"workload       {len(g['workload_events'])} events; PCR 23 predicted on the host {host}")
+print("               " + ("MATCHES the guest's PCR 23" if host == pcrs["23"] else "DIFFERS from the guest's PCR 23"))
+sys.exit(0 if host == pcrs["23"] else 1)
+PY
+echo "== cvm-cli cleanup local --vm_name $vm"
+"$cli" cleanup local --vm_name "$vm"
+trap - EXIT
+echo "done in $(( $(date +%s) - start )) s"

@@ -5,8 +5,12 @@
 set -euo pipefail
 build_pkgs=(pkg-config zlib1g-dev libdeflate-dev libqcow-dev libcurl4-openssl-dev libssl-dev libxml2-dev)
 test_pkgs=(qemu-utils gdisk e2fsprogs tar gzip pigz coreutils time)
+# Image build (`cvm-cli image build`) and local boot (`deploy-local`) tools; the tests use them too.
+image_pkgs=(qemu-system-x86 ovmf swtpm swtpm-tools mtools dosfstools squashfs-tools cryptsetup-bin gdisk binutils
+            systemd-boot-efi busybox-static e2fsprogs diffutils curl openssl python3)
 want=("${build_pkgs[@]}")
-[ "${1:-}" = "--with-test-tools" ] && want+=("${test_pkgs[@]}")
+[ "${1:-}" = "--with-test-tools" ] && want+=("${test_pkgs[@]}" "${image_pkgs[@]}")
+[ "${1:-}" = "--with-image-tools" ] && want+=("${image_pkgs[@]}")
 missing=()
 for p in "${want[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -2,4 +2,5 @@
 #include <openssl/pem.h>
 #include <openssl/err.h>
 #include <openssl/rsa.h>
+#include <openssl/ssl.h>
 #include <openssl/x509.h>

@@ -1,0 +1,153 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CVMCrypto
+import CVMSupport
+import Foundation
+import TPM2
+import Workload
+
+/// The agent's state: the TPM, the workload events it extended, its servers.
+final class Agent: @unchecked Sendable {
+    let options: AgentOptions
+    let tpm: TPMDevice
+    private let lock = NSLock()
+    private var workloadEvents: [WorkloadMeasurement.Event] = []
+    private var workloadError: String?
+    private var tlsFingerprint: String?
+    /// SHA-256 of the API token once issued (the token itself is returned once and not kept).
+    private var apiTokenDigest: [UInt8]?
+
+    init(options: AgentOptions) throws {
+        self.options = options
+        tpm = try TPMDevice.open(candidates: options.tpmDevices)
+        log("TPM at \(tpm.path)")
+    }
+
+    /// Measures the workload folder and extends each event into PCR 23, in order.
+    func measureWorkload() throws {
+        let measurement: WorkloadMeasurement
+        do {
+            measurement = try WorkloadMeasurement.measure(try WorkloadFolder(path: options.workload))
+        } catch let error as CVMError {
+            // No workload is a state to report, not a reason to stop serving the PCRs.
+            lock.withLock { workloadError = error.message }
+            log("workload not measured: \(error.message)")
+            return
+        }
+        for event in measurement.events {
+            try TPM2.extend(tpm, pcr: 23, sha256: hexToBytes(event.digest))
+            lock.withLock { workloadEvents.append(event) }
+            log("PCR 23 extended: \(event.digest) \(event.name)")
+        }
+        log("workload measured: \(measurement.events.count) events, PCR 23 expected \(measurement.pcr23)")
+    }
+
+    func serve() throws {
+        let http = try HTTPServer(port: options.httpPort) { [self] in self.handle($0) }
+        http.start()
+        log("serving HTTP on port \(options.httpPort)")
+        let identity = try TLSIdentity()
+        lock.withLock { tlsFingerprint = identity.fingerprint }
+        let https = try HTTPServer(port: options.httpsPort, wrap: { identity.accept($0) }) { [self] in self.handle($0) }
+        https.start()
+        log("serving HTTPS on port \(options.httpsPort); TLS certificate fingerprint \(identity.fingerprint)")
+    }
+
+    func handle(_ request: HTTPRequest) -> HTTPResponse {
+        let path = request.path.split(separator: "?").first.map(String.init) ?? request.path
+        switch (request.method, path) {
+        case ("GET", "/golden-measurement"):
+            do { return HTTPResponse(status: 200, body: try goldenMeasurement()) } catch {
+                return .json(500, jsonObject(["error": "\(error)"]))
+            }
+        case ("GET", "/api-token"):
+            return issueAPIToken()
+        case (_, "/golden-measurement"), (_, "/api-token"):
+            return .json(405, jsonObject(["error": "use GET"]))
+        default:
+            return .json(404, jsonObject(["error": "no such endpoint: \(path)"]))
+        }
+    }
+
+    /// `GET /api-token`: a random bearer token, exactly once; afterwards 410 Gone forever.
+    func issueAPIToken() -> HTTPResponse {
+        var rng = SystemRandomNumberGenerator()
+        let token = hexString((0..<32).map { _ in UInt8.random(in: 0...255, using: &rng) })
+        let issued: Bool = lock.withLock {
+            guard apiTokenDigest == nil else { return false }
+            apiTokenDigest = SHA256.hash(token)
+            return true
+        }
+        guard issued else { return .json(410, jsonObject(["error": "the API token was already issued"])) }
+        log("API token issued")
+        return .json(200, jsonObject(["token": token]))
+    }
+
+    /// Whether `Authorization: Bearer <token>` carries the issued token (compared by digest,
+    /// so the comparison time does not depend on how many characters match).
+    func authorized(_ request: HTTPRequest) -> Bool {
+        guard let header = request.headers["authorization"], header.hasPrefix("Bearer ") else { return false }
+        let digest = SHA256.hash(String(header.dropFirst(7)))
+        return lock.withLock { apiTokenDigest == digest }
+    }
+
+    /// `GET /golden-measurement` (docs/agent-api.md).
+    func goldenMeasurement() throws -> [UInt8] {
+        let pcrs = try TPM2.readSHA256(tpm)
+        var bank: [String: String] = [:]
+        for (index, value) in pcrs { bank[String(index)] = hexString(value) }
+        let eventLog = readWholeFile(options.eventLog) ?? []
+        let (events, error, fingerprint) = lock.withLock { (workloadEvents, workloadError, tlsFingerprint) }
+        var object: [String: Any] = [
+            "version": 1,
+            "tee": Self.teeKind(),
+            "pcrs": ["sha256": bank],
+            "event_log": Base64.encode(eventLog),
+            "workload_events": events.map { ["name": $0.name, "content_sha256": $0.contentSHA256, "digest": $0.digest] },
+            "agent_version": AgentVersion.string,
+        ]
+        if let fingerprint { object["tls_fingerprint"] = fingerprint }
+        if let error { object["workload_error"] = error }
+        return Array(try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes]))
+    }
+
+    /// Which confidential-computing guest device the kernel offers.
+    static func teeKind() -> String {
+        if FileManager.default.fileExists(atPath: "/dev/sev-guest") { return "snp" }
+        if FileManager.default.fileExists(atPath: "/dev/tdx_guest") { return "tdx" }
+        return "none"
+    }
+}
+
+func jsonObject(_ object: [String: String]) -> String {
+    let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])) ?? Data("{}".utf8)
+    return String(decoding: data, as: UTF8.self)
+}
+
+func hexToBytes(_ hex: String) -> [UInt8] {
+    var out: [UInt8] = []
+    var i = hex.startIndex
+    while i < hex.endIndex, let j = hex.index(i, offsetBy: 2, limitedBy: hex.endIndex) {
+        out.append(UInt8(hex[i..<j], radix: 16) ?? 0)
+        i = j
+    }
+    return out
+}
+
+/// Reads a file to its end with read(2) in a loop: securityfs files report size 0 and return
+/// the event log a page at a time, so a single sized read would cut it short.
+func readWholeFile(_ path: String) -> [UInt8]? {
+    let fd = open(path, O_RDONLY)
+    guard fd >= 0 else { return nil }
+    defer { close(fd) }
+    var out: [UInt8] = []
+    var buffer = [UInt8](repeating: 0, count: 65536)
+    while true {
+        let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+        if n < 0 && errno == EINTR { continue }
+        if n <= 0 { break }
+        out += buffer.prefix(n)
+    }
+    return out
+}

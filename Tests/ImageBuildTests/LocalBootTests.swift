@@ -1,0 +1,184 @@
+import CVMCrypto
+import CVMSupport
+import DiskUpdate
+import Foundation
+import ImageBuild
+import LocalVM
+import TPM2
+import Workload
+import XCTest
+
+/// Boots the base image under QEMU (TCG here) with deploy-local's code and checks what the agent
+/// reports against what the host computes. Slow (a boot is 15–60 s of one core).
+final class LocalBootTests: XCTestCase {
+    static func buildImage(_ dir: String) throws -> (String, ImageManifest) {
+        var options = ImageBuilder.Options()
+        options.output = dir + "/base.raw"
+        options.size = 512 << 20
+        options.agentPath = try ImageTestSupport.product("cvm-agent")
+        options.workloadPath = ImageTestSupport.repo + "/workload"
+        options.recipePath = ImageTestSupport.repo + "/images/base-packages.txt"
+        options.cacheFolder = ImageTestSupport.repo + "/images/cache"
+        options.timestamp = 0
+        return (options.output, try ImageBuilder.run(options))
+    }
+
+    /// A pair of free ports (main + the agent's HTTP), different for each test of this run.
+    nonisolated(unsafe) static var nextPort = UInt16(21000 + Int(getpid() % 2000) * 4)
+    static func freePort() -> UInt16 {
+        while !(LocalDeploy.portIsFree(nextPort) && LocalDeploy.portIsFree(nextPort + 1)) { nextPort += 2 }
+        defer { nextPort += 2 }
+        return nextPort
+    }
+
+    func deployOptions(disk: String, dir: String, name: String) -> LocalDeploy.Options {
+        var o = LocalDeploy.Options()
+        o.disk = disk
+        o.vmName = name
+        o.port = Self.freePort()
+        o.artifactsDir = dir + "/_artifacts"
+        o.timeout = 300
+        o.cpus = 1
+        return o
+    }
+
+    /// The agent answers; PCR 23 is the host's workload measurement; the firmware event log
+    /// replays to the PCRs the agent read from the TPM.
+    func testBootMeasuresWorkloadAndEventLogReplays() throws {
+        let dir = try ImageTestSupport.temporaryDirectory("boot")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let (image, manifest) = try Self.buildImage(dir)
+        let options = deployOptions(disk: image, dir: dir, name: "boot-test")
+        let artifact = try LocalDeploy.start(options)
+        defer { try? LocalDeploy.stop(artifactFile: LocalDeploy.artifactPath(options)) }
+
+        // The artifact records the exact qemu command line and the forwards.
+        XCTAssertTrue(artifact.qemuCommand.contains("-nodefaults"))
+        XCTAssertTrue(artifact.qemuCommandLine.contains("snapshot=on"), "the user's disk must not be written")
+        XCTAssertEqual(artifact.ports.first, LocalDeploy.PortForward(host: options.port, guest: 8000))
+
+        guard let (status, body) = LocalDeploy.httpGet(port: artifact.ports[1].host, path: "/golden-measurement") else {
+            return XCTFail("the agent stopped answering")
+        }
+        XCTAssertEqual(status, 200)
+        let json = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(body)) as? [String: Any])
+        XCTAssertEqual(json["version"] as? Int, 1)
+        XCTAssertEqual(json["tee"] as? String, "none")
+        let bank = try XCTUnwrap((json["pcrs"] as? [String: Any])?["sha256"] as? [String: String])
+        XCTAssertEqual(bank.count, 24)
+
+        // PCR 23: the same code as update-disk, on the host.
+        let host = try WorkloadMeasurement.measure(try WorkloadFolder(path: ImageTestSupport.repo + "/workload"))
+        XCTAssertEqual(bank["23"], host.pcr23)
+        XCTAssertEqual(manifest.workloadPCR23, host.pcr23)
+        let events = try XCTUnwrap(json["workload_events"] as? [[String: String]])
+        XCTAssertEqual(events.map { $0["name"] ?? "" }, host.events.map(\.name))
+        XCTAssertEqual(events.map { $0["digest"] ?? "" }, host.events.map(\.digest))
+
+        // HTTPS on the main port serves the same document; the certificate is the one whose
+        // fingerprint the agent reports.
+        let fingerprint = try XCTUnwrap(json["tls_fingerprint"] as? String)
+        XCTAssertTrue(fingerprint.hasPrefix("sha256:") && fingerprint.count == 71, fingerprint)
+        let curl = try ImageTestSupport.tool("curl", package: "curl")
+        let overTLS = try curl.run(["-sSk", "--max-time", "30", "https://127.0.0.1:\(options.port)/golden-measurement"])
+        let tlsJSON = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(overTLS.utf8)) as? [String: Any])
+        XCTAssertEqual(tlsJSON["tls_fingerprint"] as? String, fingerprint)
+        let sh = try ImageTestSupport.tool("sh", package: "dash")
+        _ = try ImageTestSupport.tool("openssl", package: "openssl")
+        let served = try sh.run(["-c", "openssl s_client -connect 127.0.0.1:\(options.port) </dev/null 2>/dev/null | openssl x509 -outform DER | sha256sum"])
+        XCTAssertEqual("sha256:" + (served.split(separator: " ").first.map(String.init) ?? ""), fingerprint)
+
+        // Firmware event log: replays to the reported PCRs, and holds the UKI boot (PCR 4).
+        let logBytes = try XCTUnwrap(Base64.decode(try XCTUnwrap(json["event_log"] as? String)))
+        let log = try TCGEventLog(logBytes)
+        let replayed = log.replay { SHA256.hash($0) }
+        XCTAssertNotNil(replayed[4], "no boot application measured into PCR 4")
+        for (pcr, value) in replayed {
+            XCTAssertEqual(hexString(value), bank[String(pcr)], "PCR \(pcr) does not replay")
+        }
+    }
+
+    /// One flipped byte in the root partition: the initramfs refuses to boot and says why.
+    func testTamperedRootRefusesToBoot() throws {
+        let dir = try ImageTestSupport.temporaryDirectory("tamper")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let (image, manifest) = try Self.buildImage(dir)
+        let root = try XCTUnwrap(manifest.partitions.first { $0.name == "root" })
+        let file = try FileDescriptor(fd: open(image, O_RDWR), path: image)
+        let target = root.offset + root.size / 3
+        var byte = try file.read(count: 1, at: target)
+        byte[0] ^= 0x01
+        try file.write(byte, at: target)
+        file.close()
+
+        let options = deployOptions(disk: image, dir: dir, name: "tamper-test")
+        XCTAssertThrowsError(try LocalDeploy.start(options)) { error in
+            XCTAssertTrue("\(error)".contains("refusing to boot"), "\(error)")
+        }
+        XCTAssertFalse(FileManager.default.fileExists(atPath: LocalDeploy.artifactPath(options)), "state left behind")
+    }
+
+    /// update-disk with one changed config file, then a boot: PCR 23 is the new prediction, not the old.
+    func testUpdateDiskChangesPCR23AsPredicted() throws {
+        let dir = try ImageTestSupport.temporaryDirectory("update-boot")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let (image, manifest) = try Self.buildImage(dir)
+        let changed = dir + "/workload"
+        try FileManager.default.copyItem(atPath: ImageTestSupport.repo + "/workload", toPath: changed)
+        let conf = changed + "/config/web/default.conf"
+        try (try String(contentsOfFile: conf, encoding: .utf8) + "\n# changed by the test\n").write(toFile: conf, atomically: true, encoding: .utf8)
+        var update = UpdateDisk.Options()
+        update.workloadPath = changed
+        update.timestamp = 0
+        let result = try UpdateDisk.run(disk: image, options: update)
+        XCTAssertNotEqual(result.measurement.pcr23, manifest.workloadPCR23)
+
+        let options = deployOptions(disk: image, dir: dir, name: "update-test")
+        let artifact = try LocalDeploy.start(options)
+        defer { try? LocalDeploy.stop(artifactFile: LocalDeploy.artifactPath(options)) }
+        let (status, body) = try XCTUnwrap(LocalDeploy.httpGet(port: artifact.ports[1].host, path: "/golden-measurement"))
+        XCTAssertEqual(status, 200)
+        let json = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(body)) as? [String: Any])
+        let bank = try XCTUnwrap((json["pcrs"] as? [String: Any])?["sha256"] as? [String: String])
+        XCTAssertEqual(bank["23"], result.measurement.pcr23)
+        XCTAssertEqual(LocalDeploy.httpGet(port: artifact.ports[1].host, path: "/nope")?.status, 404)
+
+        // The API token: issued once, then 410 Gone.
+        let first = try XCTUnwrap(LocalDeploy.httpGet(port: artifact.ports[1].host, path: "/api-token"))
+        XCTAssertEqual(first.status, 200)
+        let token = try XCTUnwrap((try JSONSerialization.jsonObject(with: Data(first.body)) as? [String: String])?["token"])
+        XCTAssertEqual(token.count, 64)
+        XCTAssertEqual(LocalDeploy.httpGet(port: artifact.ports[1].host, path: "/api-token")?.status, 410)
+        // It is never written to the console.
+        let console = try String(contentsOfFile: artifact.consoleLog, encoding: .utf8)
+        XCTAssertFalse(console.contains(token))
+    }
+
+    /// Ctrl-C while the VM boots: cvm-cli deploy-local stops qemu and swtpm, removes the state
+    /// and exits 130.
+    func testInterruptDuringBootLeavesNothingRunning() throws {
+        let dir = try ImageTestSupport.temporaryDirectory("interrupt")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let (image, _) = try Self.buildImage(dir)
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: try ImageTestSupport.product("cvm-cli"))
+        process.arguments = ["deploy-local", "--disk", image, "--vm_name", "interrupt-test", "--port", String(Self.freePort())]
+        process.currentDirectoryURL = URL(fileURLWithPath: dir)
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        let artifact = dir + "/_artifacts/local_interrupt-test.json"
+        // Wait until qemu runs (the artifact appears), then interrupt.
+        for _ in 0..<300 where !FileManager.default.fileExists(atPath: artifact) && process.isRunning { usleep(100_000) }
+        let data = try XCTUnwrap(FileManager.default.contents(atPath: artifact), "deploy-local never started qemu")
+        let recorded = try JSONDecoder().decode(LocalDeploy.Artifact.self, from: data)
+        kill(process.processIdentifier, SIGINT)
+        process.waitUntilExit()
+        XCTAssertEqual(process.terminationStatus, 130)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: artifact))
+        XCTAssertFalse(FileManager.default.fileExists(atPath: recorded.stateDir))
+        usleep(500_000)
+        XCTAssertNotEqual(kill(recorded.qemuPID, 0), 0, "qemu still running")
+        XCTAssertNotEqual(kill(recorded.swtpmPID, 0), 0, "swtpm still running")
+    }
+}
