@@ -319,6 +319,49 @@ extension DeployAWSMotoTests {
         try checkAgainstBotocore(proxy)
     }
 
+    /// A rerun with a changed disk: new snapshot, image and instance; the old ones go only once
+    /// the new instance runs and holds the address.
+    func testChangedDiskReplacesImageAndInstanceAfterTheNewOnesAreReady() throws {
+        let (disk, _) = try makeDisk()
+        let proxy = try startProxy()
+        let vm = "cvm-replace"
+        let old = try deploy(try request(disk, vm: vm), via: proxy).artifact
+        // A new disk in the same place.
+        let raw = dir + "/disk.raw"
+        let fd = FileDescriptor(fd: open(raw, O_RDWR), path: raw)
+        try fd.write(TestData.pseudoRandomBytes(count: 8192, seed: 99), at: 3 << 20)
+        fd.close()
+        let newSHA = hexString(SHA256.hash(Array(try Data(contentsOf: URL(fileURLWithPath: raw)))))
+        _ = try DiskConversion.run(input: raw, output: disk, format: .vmdk, overwrite: true)
+        let before = try records(proxy).count
+        let new = try deploy(try request(disk, vm: vm), via: proxy).artifact
+        XCTAssertEqual(new.diskSHA256, newSHA)
+        for key in ["snapshot_id", "image_id", "instance_id"] {
+            XCTAssertNotEqual(new.resources[key], old.resources[key], key)
+        }
+        XCTAssertEqual(new.resources["allocation_id"], old.resources["allocation_id"], "the Elastic IP stays")
+        XCTAssertEqual(new.resources["security_group_id"], old.resources["security_group_id"])
+        XCTAssertEqual(new.publicIP, old.publicIP)
+        // Order: the old image is deregistered only after the new one was registered and the
+        // new instance holds the address.
+        let actions = try records(proxy).dropFirst(before).compactMap { $0["action"] as? String }
+        let register = try XCTUnwrap(actions.firstIndex(of: "RegisterImage"))
+        let associate = try XCTUnwrap(actions.firstIndex(of: "AssociateAddress"))
+        let deregister = try XCTUnwrap(actions.firstIndex(of: "DeregisterImage"))
+        let terminate = try XCTUnwrap(actions.firstIndex(of: "TerminateInstances"))
+        XCTAssertLessThan(register, associate)
+        XCTAssertLessThan(associate, terminate)
+        XCTAssertLessThan(associate, deregister)
+        let s = try state(vm)
+        XCTAssertEqual((s["instances"] as! [[String: Any]]).map { $0["id"] as? String }, [new.resources["instance_id"]])
+        XCTAssertEqual((s["images"] as! [[String: Any]]).map { $0["id"] as? String }, [new.resources["image_id"]])
+        XCTAssertEqual((s["snapshots"] as! [[String: Any]]).map { $0["id"] as? String }, [new.resources["snapshot_id"]])
+        XCTAssertEqual((s["addresses"] as! [[String: Any]]).first?["instance"] as? String, new.resources["instance_id"])
+        try checkAgainstBotocore(proxy)
+        _ = try AWSDeploy.cleanup(vmName: vm, region: nil, artifactsDirectory: dir + "/_artifacts",
+                                  environment: moto.environment(endpoint: proxy.endpoint), home: dir, options: fastOptions)
+    }
+
     func testMatrixErrorsComeBeforeAnyRequest() throws {
         let proxy = try startProxy()
         let cases: [(String, String, TEE?, String)] = [
