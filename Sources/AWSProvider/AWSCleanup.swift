@@ -136,6 +136,25 @@ extension AWSDeploy {
             if let id = v.text("volumeId") { note(try ec2.delete("DeleteVolume", [("VolumeId", id)]), "volume \(id)") }
         }
 
+        // 7. The uploaded disk of --upload s3 (only the artifact knows it).
+        if let url = known["s3_object"], url.hasPrefix("s3://") {
+            let rest = url.dropFirst(5)
+            if let slash = rest.firstIndex(of: "/") {
+                let bucket = String(rest[..<slash]), key = String(rest[rest.index(after: slash)...])
+                let objectURL = try S3MultipartUpload(session: session, options: options).objectURL(bucket: bucket, key: key)
+                if dryRun {
+                    plan.add(PlannedCall(method: "DELETE", endpoint: objectURL, operation: "s3:DeleteObject",
+                                         parameters: [("Bucket", bucket), ("Key", key)], mutating: true))
+                    note(true, "object \(url)")
+                } else {
+                    var request = session.request("s3", method: "DELETE", url: objectURL)
+                    request.acceptedStatuses = [200, 204, 404]
+                    let response = try session.send("S3 DeleteObject \(url)", request)
+                    note(response.status != 404, "object \(url)")
+                }
+            }
+        }
+
         if !dryRun, FileManager.default.fileExists(atPath: artifactPath) {
             try? FileManager.default.removeItem(atPath: artifactPath)
         }

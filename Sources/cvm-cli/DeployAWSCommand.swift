@@ -136,12 +136,13 @@ struct DeployAWSCommand: ParsableCommand {
 
     func run() throws {
         try runReportingErrors {
+            let path: AWSUploadPath
             switch upload {
             case "ebs":
-                break
+                path = .ebs
             case "s3":
-                guard bucket != nil else { throw CVMError.usage("--upload s3 needs --bucket NAME (an S3 bucket in \(region))") }
-                throw CVMError.unsupported("--upload s3 (S3 + ImportSnapshot) is not implemented yet; use the default --upload ebs, which needs no bucket or vmimport role")
+                guard let bucket else { throw CVMError.usage("--upload s3 needs --bucket NAME (an S3 bucket in \(region))") }
+                path = .s3(bucket: bucket)
             default:
                 throw CVMError.usage("--upload '\(upload)': expected ebs or s3")
             }
@@ -149,7 +150,7 @@ struct DeployAWSCommand: ParsableCommand {
             var options = AWSUploadOptions()
             let interrupt = InterruptFlag.install()
             options.isCancelled = { interrupt.isSet }
-            let outcome = try AWSDeploy.run(request, matrix: try CVMMatrix.embedded(), options: options,
+            let outcome = try AWSDeploy.run(request, matrix: try CVMMatrix.embedded(), options: options, upload: path,
                                             verbose: common.verbose, log: common.log)
             try printDeployOutcome(outcome, json: common.json)
         }

@@ -57,7 +57,7 @@ final class DeployAWSMotoTests: XCTestCase {
         let upstream = String(moto.endpoint.split(separator: ":").last!)
         let p = Process()
         p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        p.arguments = ["python3", script, String(port), upstream, log, faults ? "1" : "0"]
+        p.arguments = ["python3", script, String(port), upstream, log, faults ? "1" : "0", moto.credentialsJSON, moto.region]
         p.standardOutput = FileHandle.nullDevice
         try p.run()
         proxies.append(p)
@@ -107,9 +107,14 @@ final class DeployAWSMotoTests: XCTestCase {
         return o
     }
 
-    private func deploy(_ r: DeployRequest, via proxy: Proxy, log: LineLog? = nil) throws -> DeployOutcome {
+    private func deploy(_ r: DeployRequest, via proxy: Proxy, upload: AWSUploadPath = .ebs, log: LineLog? = nil) throws -> DeployOutcome {
         try AWSDeploy.run(r, matrix: try CVMMatrix.embedded(), environment: moto.environment(endpoint: proxy.endpoint),
-                          home: dir, options: fastOptions, log: { log?.add($0) })
+                          home: dir, options: fastOptions, upload: upload, log: { log?.add($0) })
+    }
+
+    private func fetch(_ url: String) throws -> Any {
+        let r = try MotoServer.python(["-c", "import urllib.request,sys; print(urllib.request.urlopen(sys.argv[1]).read().decode())", url])
+        return try JSONSerialization.jsonObject(with: Data(r.stdout.utf8))
     }
 
     /// The server's view of a VM's resources, read with boto3.
@@ -360,6 +365,42 @@ extension DeployAWSMotoTests {
         try checkAgainstBotocore(proxy)
         _ = try AWSDeploy.cleanup(vmName: vm, region: nil, artifactsDirectory: dir + "/_artifacts",
                                   environment: moto.environment(endpoint: proxy.endpoint), home: dir, options: fastOptions)
+    }
+
+    /// --upload s3: the file goes up as is, ImportSnapshot (played by the proxy, judged by
+    /// botocore's model) turns it into the snapshot, the rest is as with EBS; cleanup also
+    /// deletes the S3 object.
+    func testUploadThroughS3AndImportSnapshot() throws {
+        let (disk, rawSHA) = try makeDisk()
+        let proxy = try startProxy()
+        let vm = "cvm-s3"
+        _ = try moto.helper("s3-create-bucket", ["cvm-import"])
+        let log = LineLog()
+        let outcome = try deploy(try request(disk, vm: vm), via: proxy, upload: .s3(bucket: "cvm-import"), log: log)
+        let a = outcome.artifact
+        XCTAssertEqual(a.diskSHA256, rawSHA)
+        XCTAssertEqual(a.resources["s3_object"], "s3://cvm-import/cvm-cli/\(vm)/aws_disk.vmdk")
+        let imports = try fetch(proxy.endpoint + "/proxy-imports") as! [[String: Any]]
+        XCTAssertEqual(imports.count, 1)
+        XCTAssertEqual(imports.first?["format"] as? String, "VMDK")
+        let fileSHA = hexString(SHA256.hash(Array(try Data(contentsOf: URL(fileURLWithPath: disk)))))
+        XCTAssertEqual(imports.first?["sha256"] as? String, fileSHA, "the object is the disk file as is")
+        XCTAssertEqual(a.resources["import_task_id"], imports.first?["task"] as? String)
+        XCTAssertTrue(log.lines.contains { $0.contains("converting") }, "import progress is reported: \(log.lines)")
+        let s = try state(vm)
+        XCTAssertEqual((s["snapshots"] as! [[String: Any]]).map { $0["id"] as? String }, [a.resources["snapshot_id"]], "the imported snapshot is tagged")
+        XCTAssertEqual((s["instances"] as! [Any]).count, 1)
+        let requests = try checkAgainstBotocore(proxy)
+        let importParams = try XCTUnwrap(requests.first { $0.action == "ImportSnapshot" }?.params)
+        XCTAssertEqual(importParams["DiskContainer.UserBucket.S3Bucket"], "cvm-import")
+        XCTAssertEqual(importParams["DiskContainer.Format"], "VMDK")
+
+        let cleaned = try AWSDeploy.cleanup(vmName: vm, region: nil, artifactsDirectory: dir + "/_artifacts",
+                                            environment: moto.environment(endpoint: proxy.endpoint), home: dir, options: fastOptions)
+        XCTAssertTrue(cleaned.removed.contains("object s3://cvm-import/cvm-cli/\(vm)/aws_disk.vmdk"), "\(cleaned.removed)")
+        let listing = try moto.helper("s3-uploads", ["cvm-import"])
+        XCTAssertEqual(listing["objects"] as? Int, 0)
+        XCTAssertEqual((try state(vm)["instances"] as! [Any]).count, 0)
     }
 
     func testMatrixErrorsComeBeforeAnyRequest() throws {
