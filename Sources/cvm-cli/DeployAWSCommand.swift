@@ -69,8 +69,8 @@ func printDeployOutcome(_ outcome: DeployOutcome, json: Bool) throws {
         return
     }
     if outcome.dryRun {
-        print("plan (dry run: nothing was created or changed):")
-        for call in outcome.plan where call.mutating { print("  " + call.line) }
+        print("plan (dry run: the reads were made, nothing was created or changed):")
+        for call in outcome.plan { print((call.mutating ? "  would " : "  read  ") + call.line) }
         return
     }
     let a = outcome.artifact
@@ -94,7 +94,7 @@ struct DeployJSON: Encodable {
         artifactPath = o.artifactPath
         publicIP = o.artifact.publicIP
         dryRun = o.dryRun
-        plan = o.dryRun ? o.plan.filter(\.mutating) : nil
+        plan = o.dryRun ? o.plan : nil
         warning = o.matrixWarning
     }
 
@@ -150,6 +150,10 @@ struct DeployAWSCommand: ParsableCommand {
             var options = AWSUploadOptions()
             let interrupt = InterruptFlag.install()
             options.isCancelled = { interrupt.isSet }
+            let progressLine = !common.json && !common.verbose && !common.dryRun && ProgressReporter.stderrIsTerminal
+                ? LockedProgress(label: "upload \(disk)") : nil
+            defer { progressLine?.finish() }
+            if let progressLine { options.progress = { done, total in progressLine.update(done, total) } }
             let outcome = try AWSDeploy.run(request, matrix: try CVMMatrix.embedded(), options: options, upload: path,
                                             verbose: common.verbose, log: common.log)
             try printDeployOutcome(outcome, json: common.json)

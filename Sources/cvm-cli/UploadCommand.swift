@@ -80,7 +80,7 @@ final class InterruptFlag: @unchecked Sendable {
 }
 
 /// ProgressReporter is driven from several upload threads: serialize it.
-private final class LockedProgress: @unchecked Sendable {
+final class LockedProgress: @unchecked Sendable {
     private let lock = NSLock()
     private let label: String
     private var reporter: ProgressReporter?

@@ -299,6 +299,7 @@ extension DeployAWSMotoTests {
             XCTAssertTrue(action.hasPrefix("Describe"), "a dry run sent \(action)")
         }
         XCTAssertEqual(NSDictionary(dictionary: try state(vm)), NSDictionary(dictionary: before), "server state unchanged")
+        XCTAssertTrue(outcome.plan.contains { $0.operation == "ec2:DescribeVpcs" && !$0.mutating }, "reads are in the plan too")
         let ops = outcome.plan.filter(\.mutating).map(\.operation)
         XCTAssertEqual(ops, ["ebs:StartSnapshot", "ebs:PutSnapshotBlock", "ebs:CompleteSnapshot", "ec2:RegisterImage",
                              "ec2:CreateSecurityGroup", "ec2:AuthorizeSecurityGroupIngress", "ec2:RunInstances",
@@ -403,6 +404,36 @@ extension DeployAWSMotoTests {
         XCTAssertEqual((try state(vm)["instances"] as! [Any]).count, 0)
     }
 
+    /// Ctrl-C after the image was registered: the rerun uploads nothing again and reuses the
+    /// snapshot and the image.
+    func testInterruptedDeployResumes() throws {
+        let (disk, _) = try makeDisk()
+        let proxy = try startProxy()
+        let vm = "cvm-resume"
+        let stop = Flag()
+        var options = fastOptions
+        options.isCancelled = { stop.isSet }
+        let r = try request(disk, vm: vm)
+        XCTAssertThrowsError(try AWSDeploy.run(r, matrix: try CVMMatrix.embedded(), environment: moto.environment(endpoint: proxy.endpoint),
+                                               home: dir, options: options, log: { if $0.hasPrefix("registered image") { stop.set() } })) { e in
+            XCTAssertEqual((e as? CVMError)?.kind, .interrupted, "\(e)")
+        }
+        let partial = try XCTUnwrap(try DeployArtifact.read(dir + "/_artifacts/aws_\(vm).json"), "the artifact is saved after each step")
+        let snapshot = try XCTUnwrap(partial.resources["snapshot_id"])
+        XCTAssertNil(partial.resources["instance_id"])
+        let before = try records(proxy).count
+        let done = try deploy(r, via: proxy)
+        XCTAssertEqual(done.artifact.resources["snapshot_id"], snapshot)
+        let rerun = try records(proxy).dropFirst(before)
+        XCTAssertFalse(rerun.contains { ($0["path"] as? String)?.hasPrefix("/snapshots") ?? false }, "no second upload")
+        XCTAssertFalse(rerun.contains { $0["action"] as? String == "RegisterImage" }, "the image is found by name")
+        let s = try state(vm)
+        XCTAssertEqual((s["images"] as! [Any]).count, 1)
+        XCTAssertEqual((s["instances"] as! [Any]).count, 1)
+        _ = try AWSDeploy.cleanup(vmName: vm, region: nil, artifactsDirectory: dir + "/_artifacts",
+                                  environment: moto.environment(endpoint: proxy.endpoint), home: dir, options: fastOptions)
+    }
+
     func testMatrixErrorsComeBeforeAnyRequest() throws {
         let proxy = try startProxy()
         let cases: [(String, String, TEE?, String)] = [
@@ -489,6 +520,14 @@ extension DeployAWSMotoTests {
         XCTAssertTrue(errors.contains("unknown parameter Owners.1"), errors)
         XCTAssertTrue(errors.contains("MaxCount"), "a missing required member: \(errors)")
     }
+}
+
+/// A flag set from any thread.
+final class Flag: @unchecked Sendable {
+    private let lock = NSLock()
+    private var value = false
+    func set() { lock.withLock { value = true } }
+    var isSet: Bool { lock.withLock { value } }
 }
 
 /// Lines collected from any thread.
