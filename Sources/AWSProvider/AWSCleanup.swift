@@ -110,9 +110,12 @@ extension AWSDeploy {
             note(try ec2.delete("DeleteSnapshot", [("SnapshotId", snap)]), "snapshot \(snap)")
         }
 
-        // 5. The security group (by name in any VPC, and the artifact's id).
+        // 5. The security group: `<vm>-sg` carrying our tag (a group of that name someone else
+        // made is left alone), and the artifact's id.
         var groups = Set<String>()
-        let named = try ec2.read("DescribeSecurityGroups", EC2Client.filters([("group-name", ["\(vmName)-sg"])]))
+        let named = try ec2.read("DescribeSecurityGroups", EC2Client.filters([
+            ("group-name", ["\(vmName)-sg"]), ("tag:\(AWSDeployer.tagKey)", [vmName]),
+        ]))
         for g in named.items("securityGroupInfo") { if let id = g.text("groupId") { groups.insert(id) } }
         if let id = known["security_group_id"], !AWSDeployer.isPlaceholder(id) { groups.insert(id) }
         for id in groups.sorted() {

@@ -217,6 +217,7 @@ final class DeployAWSMotoTests: XCTestCase {
         XCTAssertTrue((instances.first?["devices"] as? [String])?.contains("/dev/sdf") ?? false, "data disk: \(instances)")
         let groups = s["groups"] as! [[String: Any]]
         XCTAssertEqual(groups.count, 1)
+        XCTAssertEqual((groups.first?["tags"] as? [String: String])?["cvm-cli:vm"], vm)
         XCTAssertEqual(groups.first?["perms"] as? [String],
                        ["tcp:443-443", "tcp:80-80", "tcp:8000-8000", "tcp:9000-9010", "udp:443-443", "udp:80-80", "udp:9000-9010"])
         let addresses = s["addresses"] as! [[String: Any]]
@@ -476,10 +477,16 @@ extension DeployAWSMotoTests {
             XCTAssertEqual((s[kind] as! [Any]).count, 1, "\(kind) after a deploy with faults: \(s)")
         }
         XCTAssertEqual(((s["groups"] as! [[String: Any]]).first?["perms"] as? [String]), ["tcp:53-53", "tcp:8000-8000", "udp:53-53"])
-        _ = try AWSDeploy.cleanup(vmName: vm, region: nil, artifactsDirectory: dir + "/_artifacts",
-                                  environment: moto.environment(endpoint: proxy.endpoint), home: dir, options: fastOptions)
+        // Cleanup with the artifact gone works from tags and names.
+        try FileManager.default.removeItem(atPath: dir + "/_artifacts/aws_\(vm).json")
+        let cleaned = try AWSDeploy.cleanup(vmName: vm, region: moto.region, artifactsDirectory: dir + "/_artifacts",
+                                            environment: moto.environment(endpoint: proxy.endpoint), home: dir, options: fastOptions)
+        XCTAssertEqual(Set(cleaned.removed.map { String($0.split(separator: " ").first!) }),
+                       ["address", "image", "instance", "security", "snapshot"])
         let after = try state(vm)
-        XCTAssertEqual((after["instances"] as! [Any]).count + (after["images"] as! [Any]).count + (after["groups"] as! [Any]).count, 0)
+        for kind in ["instances", "groups", "images", "addresses", "snapshots", "volumes"] {
+            XCTAssertEqual((after[kind] as! [Any]).count, 0, "\(kind) after cleanup without the artifact: \(after)")
+        }
     }
 
     func testWrongSecretIsRefusedAndNeverShown() throws {
