@@ -93,7 +93,7 @@ let package = Package(
         ]),
         .testTarget(name: "DeployTests", dependencies: ["CVMMatrix", "Deploy", "CVMSupport"]),
         .testTarget(name: "DeployAWSTests", dependencies: [
-            "AWSProvider", "AWSTestSupport", "CVMTestData", "CVMMatrix", "Deploy", "DiskImage", "CVMCrypto", "CVMSupport",
+            "AWSProvider", "AWSTestSupport", "CVMTestData", "CVMMatrix", "Deploy", "DiskImage", "CVMCrypto", "CVMSupport", "Transport",
         ]),
     ]
 )
