@@ -3,7 +3,7 @@ SHELL := /bin/bash
 SWIFT ?= swift
 BIN := .build/release/cvm-cli
 
-.PHONY: demo demo-deps test build deps test-deps bench clean
+.PHONY: demo demo-deps test build deps test-deps bench bench-aws clean
 
 ## demo: install what is needed, build cvm-cli, build a sample GPT disk and convert it to every cloud format.
 demo: demo-deps
@@ -28,6 +28,11 @@ build: deps
 bench: test-deps
 	$(SWIFT) build -c release --product cvm-cli
 	./bench/formats.sh $(BIN)
+
+## bench-aws: deploy-aws's inline disk digest vs upload + a second hashing pass, against moto.
+bench-aws: test-deps
+	$(SWIFT) build -c release --product cvm-cli
+	./bench/deploy-aws.sh $(BIN)
 
 clean:
 	rm -rf .build

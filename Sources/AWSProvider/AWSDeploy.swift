@@ -21,6 +21,9 @@ public enum AWSDeploy {
         }
         _ = try matrix.check(cloud: .aws, vmType: request.vmType, region: request.region, tee: request.tee,
                              allowUnlisted: request.allowUnlisted)
+        guard FileManager.default.isReadableFile(atPath: request.diskPath) else {
+            throw CVMError.usage("--disk \(request.diskPath): no such readable file; expected the VM's disk image")
+        }
         let plan = DeployPlan()
         let (session, ec2) = try clients(region: request.region, dryRun: request.dryRun, plan: plan,
                                          environment: environment, home: home, options: options, verbose: verbose)

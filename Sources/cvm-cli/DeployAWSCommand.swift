@@ -22,6 +22,9 @@ struct CommonDeployOptions: ParsableArguments {
     @Option(name: [.customLong("data_disk_size"), .customLong("data-disk-size")], help: "Add a data disk of this many GiB.")
     var dataDiskSize: Int?
 
+    @Option(help: "TEE: SEV-SNP or TDX (default: the vm_type's; checked against the CVM matrix).")
+    var tee: String?
+
     @Flag(name: [.customLong("allow-unlisted"), .customLong("allow_unlisted")],
           help: "Go ahead when vm_type × region × TEE is not in the CVM matrix (`cvm-cli matrix`).")
     var allowUnlisted = false
@@ -39,6 +42,7 @@ struct CommonDeployOptions: ParsableArguments {
     func request(cloud: CloudName, disk: String, region: String, vmType: String) throws -> DeployRequest {
         var r = DeployRequest(cloud: cloud, diskPath: disk, vmName: vmName, region: region, vmType: vmType)
         r.additionalPorts = try PortRange.parseList(additionalPorts)
+        r.tee = try tee.map { try TEE(parsing: $0) }
         if let dataDiskSize {
             guard (1...16384).contains(dataDiskSize) else {
                 throw CVMError.usage("--data_disk_size \(dataDiskSize): expected 1 to 16384 GiB")
