@@ -60,14 +60,26 @@ let package = Package(
             "CXML2", "CZlib", "CVMMatrix", "Deploy",
         ]),
 
+        // Golden measurements: signing and verifying them (canonical JSON from CVMSupport).
+        .target(name: "Golden", dependencies: ["CVMSupport", "CVMCrypto"]),
         // The confidential-VM matrix (providers/*.json, built in): vm_type × region × TEE checks.
         .target(name: "CVMMatrix", dependencies: ["CVMSupport"]),
         // The deploy pipeline every cloud follows: roles, artifacts, plans, ports, Secure Boot certs.
         .target(name: "Deploy", dependencies: ["CVMSupport", "CVMMatrix"]),
 
+        // GCP: GCS resumable uploads of a disk as a GCE image archive (Compute calls to come).
+        .target(name: "GCPProvider", dependencies: [
+            "CVMSupport", "CVMCrypto", "CloudAuth", "Transport", "DiskImage", .product(name: "Logging", package: "swift-log"),
+        ]),
+
+        // Azure: page blob upload of a disk as a fixed VHD (SharedKey); ARM calls later.
+        .target(name: "AzureProvider", dependencies: [
+            "CVMSupport", "CVMCrypto", "CloudAuth", "Transport", "DiskImage", .product(name: "Logging", package: "swift-log"),
+        ]),
+
         // MARK: executables
         .executableTarget(name: "cvm-cli", dependencies: [
-            "DiskImage", "CVMSupport", "Workload", "DiskUpdate", "AWSProvider", "CVMMatrix", "Deploy",
+            "DiskImage", "CVMSupport", "Workload", "DiskUpdate", "AWSProvider", "Golden", "CVMCrypto", "CVMMatrix", "Deploy", "GCPProvider", "AzureProvider",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         // Fuzz harness for the format parsers (see docs/fuzzing.md).
@@ -86,6 +98,7 @@ let package = Package(
         .testTarget(name: "TransportTests", dependencies: [
             "Transport", "CVMSupport", .product(name: "Logging", package: "swift-log"),
         ]),
+        .testTarget(name: "GoldenTests", dependencies: ["CVMTestData", "Golden", "CVMCrypto", "CVMSupport"]),
         // moto_server with SigV4 enforced, its boto3 helper and the fault proxy: shared by the AWS tests.
         .target(name: "AWSTestSupport", dependencies: ["CVMSupport"], path: "Tests/AWSTestSupport"),
         .testTarget(name: "AWSProviderTests", dependencies: [
@@ -95,5 +108,11 @@ let package = Package(
         .testTarget(name: "DeployAWSTests", dependencies: [
             "AWSProvider", "AWSTestSupport", "CVMTestData", "CVMMatrix", "Deploy", "DiskImage", "CVMCrypto", "CVMSupport", "Transport",
         ]),
+        .testTarget(name: "GCPProviderTests", dependencies: [
+            "GCPProvider", "CloudAuth", "Transport", "DiskImage", "CVMCrypto", "CVMSupport", "CVMTestData"
+        ], exclude: ["Scripts"]),
+        .testTarget(name: "AzureProviderTests", dependencies: [
+            "AzureProvider", "CloudAuth", "Transport", "DiskImage", "CVMCrypto", "CVMSupport",
+        ], exclude: ["Scripts"]),
     ]
 )

@@ -18,12 +18,23 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 # Test referees from PyPI (pinned): botocore re-signs SigV4, Microsoft's SDK recomputes SharedKey,
-# cryptography verifies our JWTs.
+# cryptography verifies our JWTs and signatures, rfc8785 referees canonical JSON.
 if [ "${1:-}" = "--with-test-tools" ]; then
   command -v python3 >/dev/null || { echo "python3 is required for the test referees" >&2; exit 1; }
-  pip_pkgs=("botocore==1.43.11" "cryptography==48.0.0" "azure-storage-blob==12.31.1" "moto[server]==5.2.1" "boto3==1.43.11"
-            "uefivars==1.2" "google-crc32c==1.9.0")
-  if ! python3 -c 'import botocore, cryptography, azure.storage.blob, moto.server, boto3, pyuefivars' 2>/dev/null; then
-    python3 -m pip install -q --disable-pip-version-check "${pip_pkgs[@]}"
-  fi
+  # One pinned package a line (merges stay additive); pip skips what is already installed.
+  pip_pkgs=(
+    "botocore==1.43.11"
+    "boto3==1.43.11"
+    "moto[server]==5.2.1"
+    "cryptography==48.0.0"
+    "azure-storage-blob==12.31.1"
+    "rfc8785==0.1.4"
+    "uefivars==1.2"
+    "google-crc32c==1.9.0"
+    "gcp-storage-emulator==2026.7.19"
+    "pyjwt==2.15.1"
+    "google-cloud-storage==3.17.1"
+    "azure-core==1.41.0"
+  )
+  python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore "${pip_pkgs[@]}"
 fi

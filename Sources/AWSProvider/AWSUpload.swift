@@ -8,11 +8,13 @@ import Transport
 /// `cvm-cli upload <disk> ebs://REGION | s3://BUCKET/KEY`: the entry point the CLI calls.
 public enum AWSUpload {
     /// Uploads `diskPath` to `destination` with credentials, region and endpoints resolved
-    /// from `environment` and `home` as the AWS SDKs do.
+    /// from `environment` and `home` as the AWS SDKs do. With `resume`, an upload of the same
+    /// unchanged file that failed or was killed continues where it stopped (state in the
+    /// user's cache folder, `ResumeStore`), and a failed S3 upload is kept, not aborted.
     public static func run(diskPath: String, destination: UploadDestination,
                            environment: [String: String] = ProcessInfo.processInfo.environment,
                            home: String = NSHomeDirectory(), options: AWSUploadOptions = AWSUploadOptions(),
-                           verbose: Bool = false) throws -> AWSUploadResult {
+                           verbose: Bool = false, resume: Bool = false) throws -> AWSUploadResult {
         let start = monotonicSeconds()
         // Open first: a bad disk fails before any request is made.
         let disk = try DiskImageFile.open(diskPath)
@@ -24,6 +26,8 @@ public enum AWSUpload {
         var logger = Logger(label: "cvm.aws", factory: { StreamLogHandler.standardError(label: $0) })
         logger.logLevel = verbose ? .debug : .warning
         let client = HTTPClient(configuration: transport, logger: logger)
+        var options = options
+        if resume { options.resumeStore = ResumeStore(environment: environment, home: home) }
 
         switch destination {
         case .ebsSnapshot(let region):

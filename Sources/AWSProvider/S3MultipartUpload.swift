@@ -49,25 +49,92 @@ public struct S3MultipartUpload: Sendable {
             throw CVMError.usage("\(path): \(partCount) parts of \(formatBytes(partSize)) exceed S3's 10,000; use larger parts")
         }
         let objectURL = try self.objectURL(bucket: bucket, key: key)
-        let uploadID = try create(objectURL)
-        options.log?("CreateMultipartUpload: \(partCount) parts of \(formatBytes(partSize)), upload id \(uploadID)")
+        // As the AWS SDKs do: over TLS the part's integrity rests on Content-MD5 and the body
+        // is sent UNSIGNED-PAYLOAD (one hash pass fewer); over plain http (local endpoints)
+        // the SHA-256 of the part is signed too.
+        let signsPayload = objectURL.lowercased().hasPrefix("http://")
+        let resume = try options.resumeStore.map { store in
+            (store: store, key: "s3://\(bucket)/\(key) <- \(path)", source: try SourceFileIdentity(path: path))
+        }
+        // With --resume, an upload this file started earlier continues: parts S3 already holds
+        // with the same size and MD5 are not sent again.
+        var uploadID = ""
+        var stored: [Int: (etag: String, size: UInt64)] = [:]
+        if let resume, let state = resume.store.load(S3ResumeState.self, key: resume.key),
+           state.source == resume.source, state.partSize == partSize,
+           let parts = try listParts(objectURL, uploadID: state.uploadID) {
+            uploadID = state.uploadID
+            stored = parts
+            options.log?("resuming multipart upload \(uploadID): S3 holds \(parts.count) of \(partCount) parts")
+        } else {
+            uploadID = try create(objectURL)
+            if let resume {
+                try resume.store.save(S3ResumeState(source: resume.source, uploadID: uploadID, partSize: partSize), key: resume.key)
+            }
+            options.log?("CreateMultipartUpload: \(partCount) parts of \(formatBytes(partSize)), upload id \(uploadID)")
+        }
+        let id = uploadID, have = stored
         do {
             let etags = UncheckedSendable(ETagList(count: partCount))
             let done = ProgressTotal()
+            let sent = ProgressTotal()
             let progress = options.progress
             progress?(0, size)
             try session.client.forEachConcurrently(partCount) { i in
                 let start = UInt64(i) * partSize
                 let range = start..<min(size, start + partSize)
-                let etag = try uploadPart(objectURL, uploadID: uploadID, number: i + 1, file: file, range: range)
-                etags.value.set(i, etag)
+                let hashes = try hashPart(number: i + 1, file: file, range: range, withSHA256: signsPayload)
+                if let have = have[i + 1], have.size == UInt64(range.count),
+                   have.etag.trimmingCharacters(in: CharacterSet(charactersIn: "\"")) == hexString(hashes.md5) {
+                    etags.value.set(i, have.etag)
+                } else {
+                    let etag = try uploadPart(objectURL, uploadID: id, number: i + 1, file: file, range: range, hashes: hashes)
+                    etags.value.set(i, etag)
+                    _ = sent.add(UInt64(range.count))
+                }
                 progress?(done.add(UInt64(range.count)), size)
             }
             let etag = try complete(objectURL, uploadID: uploadID, etags: etags.value.all())
-            return (etag, partCount, size)
+            if let resume { resume.store.remove(key: resume.key) }
+            return (etag, partCount, sent.add(0))
         } catch {
-            abort(objectURL, uploadID: uploadID)
+            if resume != nil {
+                options.log?("multipart upload \(uploadID) kept for --resume")
+            } else {
+                abort(objectURL, uploadID: uploadID)
+            }
             throw error
+        }
+    }
+
+    /// The parts S3 holds for `uploadID` (number → ETag, size), or nil when the upload is gone
+    /// (completed, aborted or expired) and a new one must start.
+    private func listParts(_ url: String, uploadID: String) throws -> [Int: (etag: String, size: UInt64)]? {
+        var parts: [Int: (etag: String, size: UInt64)] = [:]
+        var marker = 0
+        while true {
+            var query = "?max-parts=1000&uploadId=\(PercentEncoding.encode(uploadID))"
+            if marker > 0 { query = "?max-parts=1000&part-number-marker=\(marker)&uploadId=\(PercentEncoding.encode(uploadID))" }
+            let request = session.request("s3", method: "GET", url: url + query)
+            let response: HTTPResponse
+            do {
+                response = try session.send("S3 ListParts", request)
+            } catch let error as CVMError where error.message.contains("NoSuchUpload") {
+                return nil
+            }
+            guard let answer = XMLFields(response.body) else {
+                throw CVMError.io("S3 ListParts: the answer is not XML: \(String(decoding: response.body.prefix(200), as: UTF8.self))")
+            }
+            let numbers = answer.fields.filter { $0.path.hasSuffix("/Part/PartNumber") }.compactMap { Int($0.text) }
+            let tags = answer.fields.filter { $0.path.hasSuffix("/Part/ETag") }.map(\.text)
+            let sizes = answer.fields.filter { $0.path.hasSuffix("/Part/Size") }.compactMap { UInt64($0.text) }
+            guard numbers.count == tags.count, numbers.count == sizes.count else {
+                throw CVMError.io("S3 ListParts: parts without number, ETag or size in the answer")
+            }
+            for (i, n) in numbers.enumerated() { parts[n] = (tags[i], sizes[i]) }
+            guard answer.child("IsTruncated") == "true", let next = answer.child("NextPartNumberMarker").flatMap(Int.init),
+                  next > marker else { return parts }
+            marker = next
         }
     }
 
@@ -92,10 +159,10 @@ public struct S3MultipartUpload: Sendable {
         return id
     }
 
-    /// Sends one part; its MD5 (Content-MD5) and SHA-256 (signed payload) come from one read
-    /// pass over the file range, then the body streams from the file again.
-    private func uploadPart(_ url: String, uploadID: String, number: Int, file: FileDescriptor,
-                            range: Range<UInt64>) throws -> String {
+    /// MD5 (Content-MD5, and S3's ETag of a part) and, when the payload is signed, SHA-256 of a part,
+    /// from one read pass over the file range; the body then streams from the file again.
+    private func hashPart(number: Int, file: FileDescriptor, range: Range<UInt64>,
+                          withSHA256: Bool) throws -> (md5: [UInt8], sha256: [UInt8]?) {
         var md5 = MD5Hasher()
         var sha = SHA256Hasher()
         let chunk = 1 << 20
@@ -111,15 +178,20 @@ public struct S3MultipartUpload: Sendable {
                 throw CVMError(error.kind, "S3 UploadPart \(number): \(error.message)")
             }
             md5.update(UnsafeRawBufferPointer(slice))
-            sha.update(UnsafeRawBufferPointer(slice))
+            if withSHA256 { sha.update(UnsafeRawBufferPointer(slice)) }
             offset += UInt64(n)
         }
+        return (md5.finalize(), withSHA256 ? sha.finalize() : nil)
+    }
+
+    private func uploadPart(_ url: String, uploadID: String, number: Int, file: FileDescriptor,
+                            range: Range<UInt64>, hashes: (md5: [UInt8], sha256: [UInt8]?)) throws -> String {
         var headers = HTTPHeaders()
-        headers.add("Content-MD5", Base64.encode(md5.finalize()))
+        headers.add("Content-MD5", Base64.encode(hashes.md5))
         let query = "?partNumber=\(number)&uploadId=\(PercentEncoding.encode(uploadID))"
         let request = session.request("s3", method: "PUT", url: url + query, headers: headers,
                                       body: FileRangeBody(file: file, range: range),
-                                      payloadSHA256: hexString(sha.finalize()))
+                                      payloadSHA256: hashes.sha256.map(hexString))
         let response = try session.send("S3 UploadPart \(number)", request)
         guard let etag = response.headers["ETag"], !etag.isEmpty else {
             throw CVMError.io("S3 UploadPart \(number): the answer has no ETag header")
@@ -162,6 +234,13 @@ public struct S3MultipartUpload: Sendable {
             options.log?("AbortMultipartUpload: \(error)")
         }
     }
+}
+
+/// What `--resume` needs to continue a multipart upload of the same, unchanged file.
+struct S3ResumeState: Codable {
+    let source: SourceFileIdentity
+    let uploadID: String
+    let partSize: UInt64
 }
 
 /// Part ETags filled in by parallel workers.

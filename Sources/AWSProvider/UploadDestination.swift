@@ -31,7 +31,7 @@ public enum UploadDestination: Sendable, Equatable, CustomStringConvertible {
             }
             self = .s3Object(bucket: bucket, key: key)
         } else {
-            throw CVMError.usage("destination '\(text)' is not supported; expected ebs://REGION or s3://BUCKET/KEY")
+            throw CVMError.usage("destination '\(text)' is not supported; expected ebs://REGION, s3://BUCKET/KEY or gs://BUCKET/OBJECT")
         }
     }
 

@@ -1,3 +1,4 @@
+import CVMSupport
 import Foundation
 
 /// Knobs of an AWS upload; the defaults suit real AWS.
@@ -22,6 +23,9 @@ public struct AWSUploadOptions: Sendable {
     public var isCancelled: (@Sendable () -> Bool)?
     /// Called with one line per step (start, complete, polling) for `--verbose`.
     public var log: (@Sendable (String) -> Void)?
+    /// Set by `--resume`: an interrupted upload's state is kept here and an earlier one
+    /// continues (S3 parts or EBS blocks already stored are not sent again).
+    public var resumeStore: ResumeStore?
 
     /// Extra tags on the snapshot (StartSnapshot), besides `created-by=cvm-cli`, sorted by key.
     public var tags: [String: String] = [:]

@@ -151,14 +151,26 @@ public final class GCPTarGzWriter: DiskWriter {
     static let chunkSize = 1 << 20
     private static let blocksPerChunk = chunkSize / DiskGeometry.blockSize
 
-    public init(output: FileDescriptor, inputVirtualSize: UInt64, options: WriterOptions) throws {
+    public convenience init(output: FileDescriptor, inputVirtualSize: UInt64, options: WriterOptions) throws {
+        try self.init(sink: SequentialOutput(file: output), inputVirtualSize: inputVirtualSize, options: options,
+                      name: output.path)
+    }
+
+    /// Streams the archive to `stream` front to back (an upload) instead of a file. The bytes are
+    /// the same as a file output's for the same input and options.
+    public convenience init(stream: StreamingOutput, inputVirtualSize: UInt64, options: WriterOptions) throws {
+        try self.init(sink: SequentialOutput(stream: stream), inputVirtualSize: inputVirtualSize, options: options,
+                      name: "tar.gz stream")
+    }
+
+    private init(sink: SequentialOutput, inputVirtualSize: UInt64, options: WriterOptions, name: String) throws {
         self.inputVirtualSize = inputVirtualSize
         outputVirtualSize = DiskGeometry.roundUp(inputVirtualSize, to: DiskGeometry.gibibyte)
         guard outputVirtualSize >= inputVirtualSize else {
-            throw CVMError.unsupported("\(output.path): a disk of \(inputVirtualSize) bytes is too large for a tar member")
+            throw CVMError.unsupported("\(name): a disk of \(inputVirtualSize) bytes is too large for a tar member")
         }
         let level = min(max(options.compressionLevel, 0), 9)
-        sink = SequentialOutput(file: output)
+        self.sink = sink
         chunks = GzipChunkPipeline(sink: sink, chunkSize: Self.chunkSize, level: level, threads: options.threads)
         let mtime = options.timestamp <= UInt64(UInt32.max) ? UInt32(options.timestamp) : 0
         try sink.append(GzipFraming.memberHeader(mtime: mtime, level: level))
@@ -208,7 +220,7 @@ public final class GCPTarGzWriter: DiskWriter {
         try sink.append(GzipFraming.finalEmptyBlock)
         try sink.append(GzipFraming.memberTrailer(crc: chunks.checksum.crc, length: chunks.checksum.length))
         try sink.flush()
-        try sink.file.truncate(to: sink.position)
+        try sink.file?.truncate(to: sink.position)
         finished = true
     }
 
@@ -231,24 +243,42 @@ public final class GCPTarGzWriter: DiskWriter {
     }
 }
 
-/// Appends bytes to a file front to back, coalescing small writes (the ~1 KiB compressed
-/// zero chunks) into large pwrites.
+/// Receives a writer's output front to back, for writers that can stream (an upload that
+/// sends the archive while it is being made). Called on the writer's thread.
+public protocol StreamingOutput: AnyObject {
+    func append(_ bytes: UnsafeRawBufferPointer) throws
+}
+
+/// Appends bytes to a file (or a stream) front to back, coalescing small writes (the ~1 KiB
+/// compressed zero chunks) into large pwrites.
 final class SequentialOutput {
-    let file: FileDescriptor
-    /// File offset after everything appended so far.
+    let file: FileDescriptor?
+    private let stream: StreamingOutput?
+    /// Offset after everything appended so far.
     private(set) var position: UInt64 = 0
     private var buffer: [UInt8] = []
     private static let bufferSize = 1 << 20
 
     init(file: FileDescriptor) {
         self.file = file
+        stream = nil
         buffer.reserveCapacity(Self.bufferSize)
+    }
+
+    init(stream: StreamingOutput) {
+        file = nil
+        self.stream = stream
+        buffer.reserveCapacity(Self.bufferSize)
+    }
+
+    private func emit(_ bytes: UnsafeRawBufferPointer, at offset: UInt64) throws {
+        if let file { try file.write(bytes, at: offset) } else { try stream!.append(bytes) }
     }
 
     func append(_ bytes: UnsafeRawBufferPointer) throws {
         if buffer.count + bytes.count > Self.bufferSize || bytes.count >= Self.bufferSize / 2 { try flush() }
         if bytes.count >= Self.bufferSize / 2 {
-            try file.write(bytes, at: position)
+            try emit(bytes, at: position)
         } else {
             buffer.append(contentsOf: bytes)
         }
@@ -261,7 +291,7 @@ final class SequentialOutput {
 
     func flush() throws {
         guard !buffer.isEmpty else { return }
-        try file.write(buffer, at: position - UInt64(buffer.count))
+        try buffer.withUnsafeBytes { try emit($0, at: position - UInt64(buffer.count)) }
         buffer.removeAll(keepingCapacity: true)
     }
 }

@@ -59,6 +59,11 @@ public final class VHDFixedWriter: DiskWriter {
 
     /// The footer this writer puts after the disk bytes.
     func footer() -> VHDFooter {
+        Self.footer(size: outputVirtualSize, digest: contentDigest, timestamp: timestamp)
+    }
+
+    /// The footer for a disk of `size` bytes whose data blocks fold to `digest`.
+    static func footer(size outputVirtualSize: UInt64, digest contentDigest: UInt32, timestamp: UInt64) -> VHDFooter {
         var f = VHDFooter()
         f.features = 2                       // the "reserved" bit the specification requires
         f.formatVersion = 0x0001_0000

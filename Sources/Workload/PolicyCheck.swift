@@ -1,36 +1,5 @@
+import CVMSupport
 import Foundation
-
-/// A parsed JSON value that keeps booleans, numbers and strings apart (policy types matter:
-/// `"port": 8000` instead of `"8000"` is an error the agent would hit at boot).
-public indirect enum JSONValue: Decodable, Equatable, Sendable {
-    case null
-    case bool(Bool)
-    case number(Double)
-    case string(String)
-    case array([JSONValue])
-    case object([String: JSONValue])
-
-    public init(from decoder: Decoder) throws {
-        let c = try decoder.singleValueContainer()
-        if c.decodeNil() { self = .null }
-        else if let b = try? c.decode(Bool.self) { self = .bool(b) }
-        else if let n = try? c.decode(Double.self) { self = .number(n) }
-        else if let s = try? c.decode(String.self) { self = .string(s) }
-        else if let a = try? c.decode([JSONValue].self) { self = .array(a) }
-        else { self = .object(try c.decode([String: JSONValue].self)) }
-    }
-
-    var typeName: String {
-        switch self {
-        case .null: return "null"
-        case .bool: return "a boolean"
-        case .number: return "a number"
-        case .string: return "a string"
-        case .array: return "an array"
-        case .object: return "an object"
-        }
-    }
-}
 
 /// The shape of `config/cvm_agent/cvm_agent_policy.json`, checked key by key.
 indirect enum PolicySchema: Sendable {
@@ -144,13 +113,12 @@ enum PolicyCheck {
         let value: JSONValue
         do {
             let data = try Data(contentsOf: folder.url(relativePath))
-            value = try JSONDecoder().decode(JSONValue.self, from: data)
-        } catch let DecodingError.dataCorrupted(context) {
-            let detail = (context.underlyingError as NSError?)?.userInfo["NSDebugDescription"] as? String ?? context.debugDescription
-            out.append(.init(.error, file: file, "is not valid JSON: \(detail)"))
+            value = try CanonicalJSON.parse(Array(data))
+        } catch let error as JSONSyntaxError {
+            out.append(.init(.error, file: file, "is not valid JSON at \(error)"))
             return
         } catch {
-            out.append(.init(.error, file: file, "is not valid JSON: \(error)"))
+            out.append(.init(.error, file: file, "cannot be read: \(error.localizedDescription)"))
             return
         }
         PolicySchema.policy.check(value, path: "", file: file, into: &out)

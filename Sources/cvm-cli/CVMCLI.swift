@@ -8,7 +8,7 @@ enum CVMCLIMain {
     /// (64 for usage errors), help and version as ArgumentParser prints them.
     static func main() {
         do {
-            var command = try CVMCLI.parseAsRoot()
+            var command = try CVMCLI.parseAsRoot(movingLeadingGlobalFlags(Array(CommandLine.arguments.dropFirst())))
             try command.run()
         } catch let code as ExitCode {
             exit(code.rawValue)            // the command already reported
@@ -25,13 +25,27 @@ enum CVMCLIMain {
     }
 }
 
+/// `--verbose` and `--json` are accepted anywhere on the command line, as users type them
+/// (`cvm-cli --json inspect disk.vmdk`): written before the subcommand they are moved after it,
+/// where the subcommand's own flag takes them (or ArgumentParser reports that it has none).
+func movingLeadingGlobalFlags(_ arguments: [String]) -> [String] {
+    let global: Set<String> = ["--verbose", "--json"]
+    guard let first = arguments.firstIndex(where: { !global.contains($0) }), first > 0,
+          !arguments[first].hasPrefix("-") else { return arguments }
+    var moved = Array(arguments[first...])
+    // Before a `--` terminator, so they stay options.
+    let end = moved.firstIndex(of: "--") ?? moved.endIndex
+    moved.insert(contentsOf: arguments[..<first], at: end)
+    return moved
+}
+
 struct CVMCLI: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "cvm-cli",
         abstract: "Ship confidential-VM disk images and workloads to Azure, GCP, AWS or a local QEMU.",
         version: CVMVersion.string,
         subcommands: [Convert.self, Inspect.self, UpdateDiskCommand.self, WorkloadCommand.self, UploadCommand.self,
-                      MatrixCommand.self, DeployAWSCommand.self, CleanupCommand.self]
+                      MatrixCommand.self, DeployAWSCommand.self, CleanupCommand.self, GoldenCommand.self]
     )
 }
 

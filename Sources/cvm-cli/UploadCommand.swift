@@ -1,25 +1,40 @@
 import ArgumentParser
 import AWSProvider
+import AzureProvider
 import CVMSupport
+import GCPProvider
 import Foundation
 
 struct UploadCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "upload",
-        abstract: "Upload a disk image to AWS: an EBS snapshot or an S3 object.",
+        abstract: "Upload a disk image: an EBS snapshot, an S3 object, a GCS object or an Azure page blob.",
         discussion: """
         ebs://REGION makes an EBS snapshot with the EBS direct APIs from the virtual disk (any \
         input format; only non-zero 512 KiB blocks are sent) and prints its id. s3://BUCKET/KEY \
         uploads the file as is with a multipart upload. Credentials, region and endpoints come \
-        from the environment and ~/.aws as the AWS SDKs read them (AWS_ENDPOINT_URL[_S3|_EC2|_EBS]).
+        from the environment and ~/.aws as the AWS SDKs read them (AWS_ENDPOINT_URL[_S3|_EC2|_EBS]). \
+        gs://BUCKET/OBJECT stores a GCE image archive with a resumable upload: a GCP tar.gz is sent \
+        as is, any other format is converted to one on the fly; credentials as Google's libraries \
+        find them (GOOGLE_APPLICATION_CREDENTIALS, gcloud's application-default file), \
+        STORAGE_EMULATOR_HOST overrides the endpoint. \
+        az://CONTAINER/BLOB stores the disk as a fixed VHD in a page blob (a fixed VHD is sent as \
+        is, anything else is converted on the fly; only non-zero 512-byte pages are sent), with \
+        the key from AZURE_STORAGE_CONNECTION_STRING or AZURE_STORAGE_ACCOUNT + AZURE_STORAGE_KEY.
         """
     )
 
     @Argument(help: "Disk image (raw, qcow2, VHD, stream-optimized VMDK, GCP tar.gz).")
     var disk: String
 
-    @Argument(help: "ebs://REGION or s3://BUCKET/KEY.")
+    @Argument(help: "ebs://REGION, s3://BUCKET/KEY, gs://BUCKET/OBJECT or az://CONTAINER/BLOB.")
     var destination: String
+
+    @Flag(help: "Continue an earlier upload of the same unchanged file to the same destination that failed or was interrupted; a failed run keeps its state (and an S3 upload is not aborted).")
+    var resume = false
+
+    @Option(name: .customLong("chunk-mib"), help: "gs:// only: MiB per resumable-upload request (multiple of 0.25).")
+    var chunkMiB: Double = 8
 
     @Flag(help: "Print one JSON object with the result.")
     var json = false
@@ -29,6 +44,8 @@ struct UploadCommand: ParsableCommand {
 
     func run() throws {
         try runReportingErrors {
+            if destination.lowercased().hasPrefix("gs://") { return try runGCS() }
+            if AzureBlobDestination.matches(destination) { return try runAzure() }
             let target = try UploadDestination(parsing: destination)
             var options = AWSUploadOptions()
             let progressLine = !json && !verbose && ProgressReporter.stderrIsTerminal
@@ -43,7 +60,7 @@ struct UploadCommand: ParsableCommand {
             if verbose {
                 options.log = { line in FileHandle.standardError.write(Data("cvm-cli: \(line)\n".utf8)) }
             }
-            let r = try AWSUpload.run(diskPath: disk, destination: target, options: options, verbose: verbose)
+            let r = try AWSUpload.run(diskPath: disk, destination: target, options: options, verbose: verbose, resume: resume)
             if json {
                 try printJSON(UploadJSON(r))
                 return

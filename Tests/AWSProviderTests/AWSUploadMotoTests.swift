@@ -23,8 +23,8 @@ final class AWSUploadMotoTests: XCTestCase {
         super.tearDown()
     }
 
-    private var moto: MotoServer!
-    private var dir: URL!
+    var moto: MotoServer!
+    var dir: URL!
 
     override func setUpWithError() throws {
         if let e = Self.startError { throw e }
@@ -190,7 +190,7 @@ final class AWSUploadMotoTests: XCTestCase {
         XCTAssertTrue(refused.stderr.hasPrefix("cvm-cli: error: EBS StartSnapshot: "), refused.stderr)
         XCTAssertFalse(refused.stderr.contains("not-the-secret"))
 
-        let usage = try MotoServer.run([cli, "upload", disk, "gs://bucket/x"], environment: env, allowFailure: true)
+        let usage = try MotoServer.run([cli, "upload", disk, "ftp://bucket/x"], environment: env, allowFailure: true)
         XCTAssertEqual(usage.status, 64, usage.stderr)
     }
 
@@ -228,7 +228,7 @@ final class AWSUploadMotoTests: XCTestCase {
     // MARK: helpers
 
     /// Reads the snapshot back with boto3 and compares it with `expected` (index → SHA-256 hex).
-    private func assertSnapshot(_ id: String, holds expected: [(Int, String)], checksum: String?,
+    func assertSnapshot(_ id: String, holds expected: [(Int, String)], checksum: String?,
                                 file: StaticString = #filePath, line: UInt = #line) throws {
         let answer = try moto.helper("ebs-blocks", [id])
         XCTAssertEqual(answer["state"] as? String, "completed", file: file, line: line)
@@ -255,7 +255,7 @@ final class AWSUploadMotoTests: XCTestCase {
 
     /// A GPT disk (sgdisk) with data in some blocks, a stored all-zero block, a block with data
     /// across its boundary, and holes.
-    private func makeGPTDisk(_ name: String, size: UInt64 = 6 << 20, fill: Int = 0) throws -> String {
+    func makeGPTDisk(_ name: String, size: UInt64 = 6 << 20, fill: Int = 0) throws -> String {
         let path = dir.appendingPathComponent(name).path
         guard FileManager.default.createFile(atPath: path, contents: nil) else { throw CVMError.io("create \(path)") }
         let raw = open(path, O_RDWR)
@@ -273,7 +273,7 @@ final class AWSUploadMotoTests: XCTestCase {
     }
 
     /// (index, SHA-256 hex) of every non-zero 512 KiB block of a raw file.
-    private func nonZeroBlocks(ofRawFile path: String) throws -> [(Int, String)] {
+    func nonZeroBlocks(ofRawFile path: String) throws -> [(Int, String)] {
         let data = [UInt8](try Data(contentsOf: URL(fileURLWithPath: path)))
         var out = [(Int, String)]()
         var index = 0
@@ -302,7 +302,7 @@ final class AWSUploadMotoTests: XCTestCase {
     }
 
     /// The cvm-cli executable built next to the test bundle.
-    private func cliBinary() throws -> String {
+    func cliBinary() throws -> String {
         if let path = ProcessInfo.processInfo.environment["CVM_CLI_BINARY"] { return path }
         let exe = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? Bundle.main.bundlePath
         for dir in [URL(fileURLWithPath: exe).deletingLastPathComponent(), Bundle.main.bundleURL.deletingLastPathComponent()] {

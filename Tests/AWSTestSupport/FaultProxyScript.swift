@@ -8,11 +8,16 @@
 /// - S3 UploadPart 2: 500; CompleteMultipartUpload: 503 SlowDown
 /// - any PUT whose path contains `/stall-`: held 30 s before it is forwarded (interrupt tests)
 /// `GET /proxy-stats` answers how many failures were injected per kind.
+/// With a third argument `count:SECONDS` it injects no faults: each PUT waits SECONDS before its
+/// body is read (so a client killed meanwhile has delivered nothing), and the stats count the
+/// bytes of complete PUT bodies (`put_bytes`; a body cut short by a killed client is counted in
+/// `put_cut_bytes` and not forwarded) and the PUTs the upstream accepted (`put_ok`).
 public let faultProxyScript = #"""
 import http.client, json, re, sys, threading, time
 from http.server import ThreadingHTTPServer, BaseHTTPRequestHandler
 
 upstream_port = int(sys.argv[2])
+count_delay = float(sys.argv[3].split(":")[1]) if len(sys.argv) > 3 and sys.argv[3].startswith("count:") else None
 seen = set()
 stats = {}
 lock = threading.Lock()
@@ -43,11 +48,22 @@ class Proxy(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
     def handle_any(self):
+        if count_delay is not None and self.command == "PUT":
+            time.sleep(count_delay)
         n = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(n) if n else b""
         path, method = self.path, self.command
         if path == "/proxy-stats":
             return self.answer(200, json.dumps(stats).encode())
+        if count_delay is not None:
+            if method == "PUT":
+                key = "put_bytes" if len(body) == n else "put_cut_bytes"
+                with lock:
+                    stats[key] = stats.get(key, 0) + len(body)
+                if len(body) != n:
+                    self.close_connection = True
+                    return
+            return self.forward(method, path, body)
         fault = None
         if method == "PUT" and "/stall-" in path:
             count("stall")
@@ -80,6 +96,9 @@ class Proxy(BaseHTTPRequestHandler):
             if fault == "completeupload503":
                 return self.answer(503, b"<Error><Code>SlowDown</Code><Message>Reduce your request rate.</Message></Error>", [("Retry-After", "0")])
             return self.answer(500, b"<Error><Code>InternalError</Code><Message>injected</Message></Error>")
+        self.forward(method, path, body)
+
+    def forward(self, method, path, body):
         headers = {k: v for k, v in self.headers.items() if k.lower() not in ("expect", "connection", "transfer-encoding", "content-length")}
         conn = http.client.HTTPConnection("127.0.0.1", upstream_port, timeout=60)
         conn.putrequest(method, path, skip_host=True, skip_accept_encoding=True)
@@ -91,6 +110,8 @@ class Proxy(BaseHTTPRequestHandler):
         data = r.read()
         out = [(k, v) for k, v in r.getheaders() if k.lower() not in ("transfer-encoding", "connection", "content-length", "server", "date")]
         conn.close()
+        if method == "PUT" and 200 <= r.status < 300:
+            count("put_ok")
         self.answer(r.status, data, out)
 
     do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = handle_any

@@ -65,14 +65,14 @@ public final class MotoServer: @unchecked Sendable {
 
     /// Starts the fault-injecting proxy (`faultProxyScript`) in front of this server; returns
     /// its endpoint and process (stop it with `terminate()`).
-    public func startFaultProxy() throws -> (endpoint: String, process: Process) {
+    public func startFaultProxy(countingWithDelay delay: Double? = nil) throws -> (endpoint: String, process: Process) {
         let script = directory.appendingPathComponent("fault_proxy.py").path
         try faultProxyScript.write(toFile: script, atomically: true, encoding: .utf8)
         let port = try Self.freePort()
         guard let upstream = endpoint.split(separator: ":").last else { throw CVMError.io("bad endpoint \(endpoint)") }
         let p = Process()
         p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        p.arguments = ["python3", script, String(port), String(upstream)]
+        p.arguments = ["python3", script, String(port), String(upstream)] + (delay.map { ["count:\($0)"] } ?? [])
         p.standardOutput = FileHandle.nullDevice
         try p.run()
         let deadline = Self.monotonicNow() + 20

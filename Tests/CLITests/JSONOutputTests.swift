@@ -85,6 +85,21 @@ final class JSONOutputTests: XCTestCase {
         XCTAssertLessThanOrEqual(dataBytes.count, 1, "data_bytes differs between output formats of one input: \(dataBytes)")
     }
 
+    /// `--json` (and `--verbose`) may come before the subcommand, as users type them.
+    func testGlobalFlagsAreAcceptedBeforeTheSubcommand() throws {
+        let before = try CLI.run(["--json", "inspect", source])
+        let after = try CLI.run(["inspect", source, "--json"])
+        XCTAssertEqual(before.status, 0, before.stderr)
+        XCTAssertEqual(before.stdout, after.stdout)
+        XCTAssertNotNil(try JSONSerialization.jsonObject(with: Data(before.stdout.utf8)) as? [String: Any])
+        // A subcommand without the flag says so, as a usage error.
+        let unknown = try CLI.run(["--json", "workload", "check", "--help-not-a-flag"])
+        XCTAssertEqual(unknown.status, 64, unknown.stderr)
+        let verbose = try CLI.run(["--verbose", "golden", "verify", "/nonexistent.json", "/nonexistent.pem"])
+        XCTAssertEqual(verbose.status, 64, "golden verify has no --verbose: \(verbose.stderr)")
+        XCTAssertTrue(verbose.stderr.contains("--verbose"), verbose.stderr)
+    }
+
     func testProgressIsSilentWhenStderrIsNotATerminal() throws {
         let dir = try Disk.tempDir(self).path
         let r = try convertOK(source, dir + "/out.img")

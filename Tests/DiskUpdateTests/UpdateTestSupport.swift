@@ -88,17 +88,8 @@ final class Child {
 enum Run {
     /// The `cvm-cli` executable built next to the test bundle (or `$CVM_CLI_BINARY`).
     static func binary(file: StaticString = #filePath, line: UInt = #line) throws -> String {
-        if let path = ProcessInfo.processInfo.environment["CVM_CLI_BINARY"] { return path }
-        var candidates = [Bundle.main.bundleURL, Bundle.main.bundleURL.deletingLastPathComponent()]
-        if let exe = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe") {
-            candidates.insert(URL(fileURLWithPath: exe).deletingLastPathComponent(), at: 0)
-        }
-        for dir in candidates {
-            let path = dir.appendingPathComponent("cvm-cli").path
-            if access(path, X_OK) == 0 { return path }
-        }
-        XCTFail("cvm-cli not found next to the tests (searched \(candidates.map(\.path))); run `swift build --build-tests` first",
-                file: file, line: line)
+        if let path = TestProcess.cvmCLI() { return path }
+        XCTFail("cvm-cli not found next to the tests; run `swift build --build-tests` first", file: file, line: line)
         throw TestFailure("cvm-cli missing")
     }
 

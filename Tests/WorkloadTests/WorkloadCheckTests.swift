@@ -84,7 +84,10 @@ final class WorkloadCheckTests: XCTestCase {
     func testPolicyErrors() throws {
         let dir = try sampleCopy()
         try write("{ not json", dir, "config/cvm_agent/cvm_agent_policy.json")
-        assertFinding(try check(dir), .error, file: "cvm_agent_policy.json", contains: "not valid JSON")
+        assertFinding(try check(dir), .error, file: "cvm_agent_policy.json", contains: "not valid JSON at line 1, column 3")
+        // A repeated key: which value would the agent take? Refused, with its position.
+        try write("{\"cvm_config\": {},\n \"cvm_config\": {}}", dir, "config/cvm_agent/cvm_agent_policy.json")
+        assertFinding(try check(dir), .error, file: "cvm_agent_policy.json", contains: "line 2, column 18: duplicate member name \"cvm_config\"")
 
         let fresh = try sampleCopy()
         try editPolicy(fresh) { p in

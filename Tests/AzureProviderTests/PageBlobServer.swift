@@ -1,0 +1,174 @@
+import CVMCrypto
+import CVMSupport
+import Foundation
+import XCTest
+
+/// The page-blob endpoint of `Scripts/page_blob_server.py` on 127.0.0.1 (a free port), with a
+/// random account key; every request's SharedKey is checked with azure-storage-blob's own
+/// policy. Started once per test class, stopped in teardown (by its own process).
+final class PageBlobServer: @unchecked Sendable {
+    static let scripts = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Scripts")
+    let account = "cvmtestacct"
+    let key: String
+    let port: UInt16
+    let directory: URL
+    private let process: Process
+
+    var endpoint: String { "http://127.0.0.1:\(port)" }
+
+    init() throws {
+        let check = try Self.run(["python3", "-c", "import azure.storage.blob, azure.core"], allowFailure: true)
+        if check.status != 0 {
+            // CI installs it (scripts/install-deps.sh --with-test-tools): a missing SDK is a failure there.
+            throw CVMError.io("azure-storage-blob is not installed (scripts/install-deps.sh --with-test-tools): \(check.stderr.suffix(300))")
+        }
+        key = Base64.encode((0..<64).map { _ in UInt8.random(in: 0...255) })
+        directory = FileManager.default.temporaryDirectory.appendingPathComponent("cvm-azure-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory.appendingPathComponent("blobs"), withIntermediateDirectories: true)
+        port = try Self.freePort()
+        process = try Self.startPython(["page_blob_server.py", String(port), account, key, directory.appendingPathComponent("blobs").path],
+                                       port: port, log: directory.appendingPathComponent("server.log"))
+    }
+
+    func stop() {
+        if process.isRunning {
+            process.terminate()
+            process.waitUntilExit()
+        }
+        try? FileManager.default.removeItem(at: directory)
+    }
+
+    /// `Scripts/fault_proxy.py` in front of this server; stop it with `terminate()`.
+    func startFaultProxy() throws -> (endpoint: String, process: Process) {
+        let proxyPort = try Self.freePort()
+        let p = try Self.startPython(["fault_proxy.py", String(proxyPort), String(port)], port: proxyPort,
+                                     log: directory.appendingPathComponent("proxy.log"))
+        return ("http://127.0.0.1:\(proxyPort)", p)
+    }
+
+    /// A connection string whose BlobEndpoint is this server (or `endpoint`), as a user would set it.
+    func connectionString(key: String? = nil, endpoint: String? = nil) -> String {
+        "DefaultEndpointsProtocol=http;AccountName=\(account);AccountKey=\(key ?? self.key);BlobEndpoint=\(endpoint ?? self.endpoint)/\(account)"
+    }
+
+    func environment(key: String? = nil, endpoint: String? = nil, home: String) -> [String: String] {
+        [
+            "AZURE_STORAGE_CONNECTION_STRING": connectionString(key: key, endpoint: endpoint),
+            "HOME": home,
+            "PATH": ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin",
+        ]
+    }
+
+    // MARK: admin endpoints
+
+    func stats() throws -> [String: Any] { try getJSON(endpoint + "/_admin/stats") }
+
+    func resetStats() throws { _ = try Self.run(["python3", "-c", Self.postScript, endpoint + "/_admin/reset", "{}"]) }
+
+    func setPageDelay(_ seconds: Double) throws {
+        _ = try Self.run(["python3", "-c", Self.postScript, endpoint + "/_admin/config", "{\"page_delay\": \(seconds)}"])
+    }
+
+    func getJSON(_ url: String) throws -> [String: Any] {
+        let r = try Self.run(["python3", "-c", "import urllib.request,sys; print(urllib.request.urlopen(sys.argv[1]).read().decode())", url])
+        guard let object = try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any] else {
+            throw CVMError.io("\(url) answered no JSON: \(r.stdout)")
+        }
+        return object
+    }
+
+    static let postScript = "import urllib.request,sys; urllib.request.urlopen(urllib.request.Request(sys.argv[1], data=sys.argv[2].encode(), method='POST')).read()"
+
+    /// Downloads the blob with the SDK's BlobClient (same key) into `output`; returns what the SDK
+    /// reported: size, blob type, Content-MD5 and the page ranges as [start, end).
+    func download(container: String, blob: String, to output: String) throws -> (size: UInt64, type: String, md5: String?, ranges: [Range<UInt64>]) {
+        let r = try Self.run(["python3", Self.scripts.appendingPathComponent("blob_client.py").path, "download",
+                              connectionString(), container, blob, output])
+        guard let object = try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any],
+              let size = object["size"] as? Int, let pairs = object["ranges"] as? [[Int]] else {
+            throw CVMError.io("blob_client.py printed no JSON: \(r.stdout) \(r.stderr)")
+        }
+        return (UInt64(size), object["blob_type"] as? String ?? "", object["content_md5"] as? String,
+                pairs.map { UInt64($0[0])..<UInt64($0[1]) })
+    }
+
+    // MARK: process plumbing
+
+    struct Output { let status: Int32; let stdout: String; let stderr: String }
+
+    private static func startPython(_ args: [String], port: UInt16, log: URL) throws -> Process {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        p.arguments = ["python3", scripts.appendingPathComponent(args[0]).path] + args.dropFirst()
+        _ = FileManager.default.createFile(atPath: log.path, contents: nil)
+        let handle = try FileHandle(forWritingTo: log)
+        p.standardOutput = handle
+        p.standardError = handle
+        try p.run()
+        let deadline = ProcessInfo.processInfo.systemUptime + 30
+        while !canConnect(port: port) {
+            guard p.isRunning, ProcessInfo.processInfo.systemUptime < deadline else {
+                p.terminate()
+                let text = (try? String(contentsOf: log, encoding: .utf8)) ?? ""
+                throw CVMError.io("\(args[0]) did not start on port \(port): \(text.suffix(800))")
+            }
+            Thread.sleep(forTimeInterval: 0.05)
+        }
+        return p
+    }
+
+    /// Runs a command via /usr/bin/env, output to temp files (no pipe can fill up).
+    @discardableResult
+    static func run(_ args: [String], environment: [String: String]? = nil, allowFailure: Bool = false) throws -> Output {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        p.arguments = args
+        if let environment { p.environment = environment }
+        let tmp = FileManager.default.temporaryDirectory
+        let outURL = tmp.appendingPathComponent("cvm-az-\(UUID().uuidString).out")
+        let errURL = tmp.appendingPathComponent("cvm-az-\(UUID().uuidString).err")
+        _ = FileManager.default.createFile(atPath: outURL.path, contents: nil)
+        _ = FileManager.default.createFile(atPath: errURL.path, contents: nil)
+        defer { try? FileManager.default.removeItem(at: outURL); try? FileManager.default.removeItem(at: errURL) }
+        p.standardOutput = try FileHandle(forWritingTo: outURL)
+        p.standardError = try FileHandle(forWritingTo: errURL)
+        try p.run()
+        p.waitUntilExit()
+        let out = Output(status: p.terminationStatus,
+                         stdout: String(decoding: (try? Data(contentsOf: outURL)) ?? Data(), as: UTF8.self),
+                         stderr: String(decoding: (try? Data(contentsOf: errURL)) ?? Data(), as: UTF8.self))
+        if !allowFailure && out.status != 0 {
+            throw CVMError.io("\(args.joined(separator: " ")) failed (\(out.status)): \(out.stderr.suffix(2000))")
+        }
+        return out
+    }
+
+    /// A port the kernel just handed out on 127.0.0.1 (bound to 0, then released).
+    static func freePort() throws -> UInt16 {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { throw CVMError.io("socket: \(errnoDescription())") }
+        defer { close(fd) }
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let bound = withUnsafeMutablePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, len) == 0 && getsockname(fd, $0, &len) == 0 }
+        }
+        guard bound else { throw CVMError.io("bind: \(errnoDescription())") }
+        return UInt16(bigEndian: addr.sin_port)
+    }
+
+    static func canConnect(port: UInt16) -> Bool {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { return false }
+        defer { close(fd) }
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+        addr.sin_port = port.bigEndian
+        return withUnsafePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0 }
+        }
+    }
+}

@@ -1,0 +1,214 @@
+import CVMSupport
+import Foundation
+import XCTest
+
+/// gcp-storage-emulator on 127.0.0.1 plus, per test, `gcs_auth_proxy.py` in front of it: an
+/// OAuth token server that verifies our RS256 JWTs against a service-account key made here, and
+/// a proxy that refuses storage requests without a token it issued (and injects faults on
+/// request). Everything is started by the tests and stopped by its own process id.
+final class GCSHarness: @unchecked Sendable {
+    static let scripts = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Scripts")
+    static let bucket = "cvm-images"
+    static let clientEmail = "uploader@cvm-test.iam.gserviceaccount.com"
+
+    let directory: URL
+    let emulatorPort: UInt16
+    private let emulator: Process
+    /// PEM of the test service account's private key (a secret the outputs must never show).
+    let privateKeyPEM: String
+    let publicKeyPath: String
+
+    init() throws {
+        let check = try Self.run(["python3", "-c", "import gcp_storage_emulator, jwt, cryptography, google.cloud.storage, google_crc32c"], allowFailure: true)
+        if check.status != 0 {
+            throw XCTSkip("gcp-storage-emulator/PyJWT/google-cloud-storage missing (scripts/install-deps.sh --with-test-tools): \(check.stderr.suffix(300))")
+        }
+        directory = FileManager.default.temporaryDirectory.appendingPathComponent("cvm-gcs-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        let keyPath = directory.appendingPathComponent("sa-key.pem").path
+        publicKeyPath = directory.appendingPathComponent("sa-pub.pem").path
+        try Self.run(["openssl", "genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", keyPath])
+        try Self.run(["openssl", "pkey", "-in", keyPath, "-pubout", "-out", publicKeyPath])
+        privateKeyPEM = try String(contentsOfFile: keyPath, encoding: .utf8)
+
+        emulatorPort = try Self.freePort()
+        emulator = try Self.launch(["python3", "-m", "gcp_storage_emulator", "start", "--host", "127.0.0.1",
+                                    "--port", String(emulatorPort), "--default-bucket", Self.bucket, "-q", "-M"],
+                                   log: directory.appendingPathComponent("emulator.log"))
+        try Self.waitForPort(emulatorPort, process: emulator, name: "gcp-storage-emulator")
+    }
+
+    func stop() {
+        if emulator.isRunning { emulator.terminate(); emulator.waitUntilExit() }
+        try? FileManager.default.removeItem(at: directory)
+    }
+
+    var emulatorEndpoint: String { "http://127.0.0.1:\(emulatorPort)" }
+
+    /// A running auth proxy; `stop()` it at the end of the test.
+    final class Proxy: @unchecked Sendable {
+        let port: UInt16
+        let process: Process
+        var endpoint: String { "http://127.0.0.1:\(port)" }
+        var tokenURI: String { endpoint + "/token" }
+
+        init(port: UInt16, process: Process) {
+            self.port = port
+            self.process = process
+        }
+
+        func stop() {
+            if process.isRunning { process.terminate(); process.waitUntilExit() }
+        }
+
+        /// What the proxy saw (bytes, faults, tokens, assertions, upload ids).
+        func stats() throws -> [String: Any] {
+            let r = try GCSHarness.run(["python3", "-c", "import urllib.request,sys; print(urllib.request.urlopen(sys.argv[1]).read().decode())",
+                                        endpoint + "/harness-stats"])
+            return try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any])
+        }
+    }
+
+    func startProxy(faults: Bool = false, chunkDelay: Double = 0, tokenLifetime: Int = 3600) throws -> Proxy {
+        let port = try Self.freePort()
+        var args = ["python3", Self.scripts.appendingPathComponent("gcs_auth_proxy.py").path,
+                    "--port", String(port), "--upstream-port", String(emulatorPort),
+                    "--public-key", publicKeyPath, "--client-email", Self.clientEmail,
+                    "--token-uri", "http://127.0.0.1:\(port)/token", "--token-lifetime", String(tokenLifetime)]
+        if faults { args.append("--faults") }
+        if chunkDelay > 0 { args += ["--chunk-delay", String(chunkDelay)] }
+        let p = try Self.launch(args, log: directory.appendingPathComponent("proxy-\(port).log"))
+        try Self.waitForPort(port, process: p, name: "gcs_auth_proxy.py")
+        return Proxy(port: port, process: p)
+    }
+
+    /// A service-account key file whose token_uri is the proxy's (or `pem` for a wrong key).
+    func writeKeyFile(tokenURI: String, pem: String? = nil, name: String = "key.json") throws -> String {
+        let object: [String: Any] = [
+            "type": "service_account", "project_id": "cvm-test", "private_key_id": "0123456789abcdef0123456789abcdef01234567",
+            "private_key": pem ?? privateKeyPEM, "client_email": Self.clientEmail, "client_id": "1234567890",
+            "token_uri": tokenURI,
+        ]
+        let path = directory.appendingPathComponent(name).path
+        try JSONSerialization.data(withJSONObject: object).write(to: URL(fileURLWithPath: path))
+        return path
+    }
+
+    /// The environment cvm-cli sees: the key file, the emulator override, a private HOME/cache.
+    func environment(proxy: Proxy, keyFile: String, home: URL) -> [String: String] {
+        [
+            "GOOGLE_APPLICATION_CREDENTIALS": keyFile,
+            "STORAGE_EMULATOR_HOST": proxy.endpoint,
+            "HOME": home.path,
+            "XDG_CACHE_HOME": home.appendingPathComponent("cache").path,
+            "PATH": ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin",
+        ]
+    }
+
+    /// Downloads `object` with google-cloud-storage straight from the emulator.
+    func download(_ object: String, to path: String) throws -> [String: Any] {
+        let r = try Self.run(["python3", Self.scripts.appendingPathComponent("gcs_client.py").path, "download",
+                              emulatorEndpoint, Self.bucket, object, path])
+        return try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any], r.stdout)
+    }
+
+    /// Size, MD5 and CRC-32C (base64) of a local file, computed by hashlib and google-crc32c.
+    static func hashes(of path: String) throws -> [String: Any] {
+        let r = try run(["python3", scripts.appendingPathComponent("gcs_client.py").path, "hash", path])
+        return try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any], r.stdout)
+    }
+
+    // MARK: process plumbing
+
+    struct Output { let status: Int32; let stdout: String; let stderr: String }
+
+    static func launch(_ args: [String], log: URL, environment: [String: String]? = nil) throws -> Process {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        p.arguments = args
+        if let environment { p.environment = environment }
+        _ = FileManager.default.createFile(atPath: log.path, contents: nil)
+        let handle = try FileHandle(forWritingTo: log)
+        p.standardOutput = handle
+        p.standardError = handle
+        try p.run()
+        return p
+    }
+
+    static func waitForPort(_ port: UInt16, process: Process, name: String) throws {
+        let deadline = ProcessInfo.processInfo.systemUptime + 30
+        while !canConnect(port: port) {
+            guard process.isRunning, ProcessInfo.processInfo.systemUptime < deadline else {
+                process.terminate()
+                throw CVMError.io("\(name) did not start on port \(port)")
+            }
+            Thread.sleep(forTimeInterval: 0.05)
+        }
+    }
+
+    /// Runs a command via /usr/bin/env with output to temp files (no pipe can fill up).
+    @discardableResult
+    static func run(_ args: [String], environment: [String: String]? = nil, allowFailure: Bool = false) throws -> Output {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        p.arguments = args
+        if let environment { p.environment = environment }
+        let tmp = FileManager.default.temporaryDirectory
+        let outURL = tmp.appendingPathComponent("cvm-gcs-\(UUID().uuidString).out")
+        let errURL = tmp.appendingPathComponent("cvm-gcs-\(UUID().uuidString).err")
+        _ = FileManager.default.createFile(atPath: outURL.path, contents: nil)
+        _ = FileManager.default.createFile(atPath: errURL.path, contents: nil)
+        defer { try? FileManager.default.removeItem(at: outURL); try? FileManager.default.removeItem(at: errURL) }
+        p.standardOutput = try FileHandle(forWritingTo: outURL)
+        p.standardError = try FileHandle(forWritingTo: errURL)
+        try p.run()
+        p.waitUntilExit()
+        let out = Output(status: p.terminationStatus,
+                         stdout: String(decoding: (try? Data(contentsOf: outURL)) ?? Data(), as: UTF8.self),
+                         stderr: String(decoding: (try? Data(contentsOf: errURL)) ?? Data(), as: UTF8.self))
+        if !allowFailure && out.status != 0 {
+            throw CVMError.io("\(args.joined(separator: " ")) failed (\(out.status)): \(out.stderr.suffix(2000))")
+        }
+        return out
+    }
+
+    static func freePort() throws -> UInt16 {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { throw CVMError.io("socket: \(errnoDescription())") }
+        defer { close(fd) }
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+        addr.sin_port = 0
+        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let bound = withUnsafeMutablePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, len) == 0 && getsockname(fd, $0, &len) == 0 }
+        }
+        guard bound else { throw CVMError.io("bind: \(errnoDescription())") }
+        return UInt16(bigEndian: addr.sin_port)
+    }
+
+    static func canConnect(port: UInt16) -> Bool {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { return false }
+        defer { close(fd) }
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+        addr.sin_port = port.bigEndian
+        return withUnsafePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0 }
+        }
+    }
+
+    /// The cvm-cli executable built next to the test bundle.
+    static func cliBinary() throws -> String {
+        if let path = ProcessInfo.processInfo.environment["CVM_CLI_BINARY"] { return path }
+        let exe = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? Bundle.main.bundlePath
+        for dir in [URL(fileURLWithPath: exe).deletingLastPathComponent(), Bundle.main.bundleURL.deletingLastPathComponent()] {
+            let path = dir.appendingPathComponent("cvm-cli").path
+            if access(path, X_OK) == 0 { return path }
+        }
+        throw XCTSkip("cvm-cli executable not found next to the tests; run `swift build` first")
+    }
+}
