@@ -3,7 +3,7 @@ SHELL := /bin/bash
 SWIFT ?= swift
 BIN := .build/release/cvm-cli
 
-.PHONY: demo demo-deps test build deps test-deps bench bench-aws clean
+.PHONY: demo demo-deps test build deps test-deps bench bench-aws bench-upload-azure clean
 
 ## demo: install what is needed, build cvm-cli, build a sample GPT disk and convert it to every cloud format.
 demo: demo-deps
@@ -33,6 +33,11 @@ bench: test-deps
 bench-aws: test-deps
 	$(SWIFT) build -c release --product cvm-cli
 	./bench/deploy-aws.sh $(BIN)
+
+## bench-upload-azure: page blob upload, ours vs the azure-storage-blob SDK (local endpoint).
+bench-upload-azure: test-deps
+	$(SWIFT) build -c release --product cvm-cli
+	./bench/upload-azure.sh $(BIN)
 
 clean:
 	rm -rf .build

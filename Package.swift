@@ -67,9 +67,10 @@ let package = Package(
         // The deploy pipeline every cloud follows: roles, artifacts, plans, ports, Secure Boot certs.
         .target(name: "Deploy", dependencies: ["CVMSupport", "CVMMatrix"]),
 
-        // GCP: GCS resumable uploads of a disk as a GCE image archive (Compute calls to come).
+        // GCP: GCS resumable uploads of a disk as a GCE image archive; Compute Engine deploy-gcp.
         .target(name: "GCPProvider", dependencies: [
             "CVMSupport", "CVMCrypto", "CloudAuth", "Transport", "DiskImage", .product(name: "Logging", package: "swift-log"),
+            "CVMMatrix", "Deploy",
         ]),
 
         // Azure: page blob upload of a disk as a fixed VHD (SharedKey); ARM calls later.
@@ -98,6 +99,7 @@ let package = Package(
         .testTarget(name: "TransportTests", dependencies: [
             "Transport", "CVMSupport", .product(name: "Logging", package: "swift-log"),
         ]),
+        .testTarget(name: "CVMSupportTests", dependencies: ["CVMSupport"]),
         .testTarget(name: "GoldenTests", dependencies: ["CVMTestData", "Golden", "CVMCrypto", "CVMSupport"]),
         // moto_server with SigV4 enforced, its boto3 helper and the fault proxy: shared by the AWS tests.
         .target(name: "AWSTestSupport", dependencies: ["CVMSupport"], path: "Tests/AWSTestSupport"),
@@ -108,8 +110,13 @@ let package = Package(
         .testTarget(name: "DeployAWSTests", dependencies: [
             "AWSProvider", "AWSTestSupport", "CVMTestData", "CVMMatrix", "Deploy", "DiskImage", "CVMCrypto", "CVMSupport", "Transport",
         ]),
+        // gcp-storage-emulator behind the JWT-verifying token server and bearer-checking proxy: shared by the GCP tests.
+        .target(name: "GCPTestSupport", dependencies: ["CVMSupport"], path: "Tests/GCPTestSupport", exclude: ["Scripts"]),
         .testTarget(name: "GCPProviderTests", dependencies: [
-            "GCPProvider", "CloudAuth", "Transport", "DiskImage", "CVMCrypto", "CVMSupport", "CVMTestData"
+            "GCPProvider", "CloudAuth", "Transport", "DiskImage", "CVMCrypto", "CVMSupport", "CVMTestData", "GCPTestSupport",
+        ]),
+        .testTarget(name: "DeployGCPTests", dependencies: [
+            "GCPProvider", "GCPTestSupport", "CVMTestData", "CVMMatrix", "Deploy", "DiskImage", "CVMCrypto", "CVMSupport",
         ], exclude: ["Scripts"]),
         .testTarget(name: "AzureProviderTests", dependencies: [
             "AzureProvider", "CloudAuth", "Transport", "DiskImage", "CVMCrypto", "CVMSupport",

@@ -35,6 +35,7 @@ if [ "${1:-}" = "--with-test-tools" ]; then
     "pyjwt==2.15.1"
     "google-cloud-storage==3.17.1"
     "azure-core==1.41.0"
+    "google-api-python-client==2.202.0"
   )
   python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore "${pip_pkgs[@]}"
 fi

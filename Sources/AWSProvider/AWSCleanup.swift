@@ -23,7 +23,7 @@ extension AWSDeploy {
     public static func cleanup(vmName: String, region: String?, artifactsDirectory: String = "_artifacts",
                                dryRun: Bool = false,
                                environment: [String: String] = ProcessInfo.processInfo.environment,
-                               home: String = NSHomeDirectory(), options: AWSUploadOptions = AWSUploadOptions(),
+                               home: String = userHomeDirectory(), options: AWSUploadOptions = AWSUploadOptions(),
                                verbose: Bool = false, log: @escaping @Sendable (String) -> Void = { _ in }) throws -> CleanupOutcome {
         try DeployRequest.checkVMName(vmName)
         let artifactPath = DeployArtifact.path(directory: artifactsDirectory, cloud: "aws", vmName: vmName)

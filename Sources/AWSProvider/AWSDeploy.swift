@@ -12,7 +12,7 @@ public enum AWSDeploy {
     /// runs the deploy pipeline with EC2/EBS clients resolved from `environment` and `home`.
     public static func run(_ request: DeployRequest, matrix: CVMMatrix,
                            environment: [String: String] = ProcessInfo.processInfo.environment,
-                           home: String = NSHomeDirectory(), options: AWSUploadOptions = AWSUploadOptions(),
+                           home: String = userHomeDirectory(), options: AWSUploadOptions = AWSUploadOptions(),
                            upload: AWSUploadPath = .ebs,
                            verbose: Bool = false, log: @escaping @Sendable (String) -> Void = { _ in }) throws -> DeployOutcome {
         try DeployRequest.checkVMName(request.vmName)

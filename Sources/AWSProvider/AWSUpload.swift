@@ -13,7 +13,7 @@ public enum AWSUpload {
     /// user's cache folder, `ResumeStore`), and a failed S3 upload is kept, not aborted.
     public static func run(diskPath: String, destination: UploadDestination,
                            environment: [String: String] = ProcessInfo.processInfo.environment,
-                           home: String = NSHomeDirectory(), options: AWSUploadOptions = AWSUploadOptions(),
+                           home: String = userHomeDirectory(), options: AWSUploadOptions = AWSUploadOptions(),
                            verbose: Bool = false, resume: Bool = false) throws -> AWSUploadResult {
         let start = monotonicSeconds()
         // Open first: a bad disk fails before any request is made.

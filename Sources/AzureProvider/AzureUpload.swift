@@ -12,10 +12,13 @@ public enum AzureUpload {
     /// AZURE_STORAGE_KEY) and the resume state under `home`'s cache folder.
     public static func run(diskPath: String, destination: AzureBlobDestination,
                            environment: [String: String] = ProcessInfo.processInfo.environment,
-                           home: String = NSHomeDirectory(), options: AzureUploadOptions = AzureUploadOptions(),
+                           home: String = userHomeDirectory(), options: AzureUploadOptions = AzureUploadOptions(),
                            verbose: Bool = false) throws -> AzureUploadResult {
+        guard options.maxPageSize > 0, options.maxPageSize % 512 == 0, options.maxPageSize <= 4 << 20 else {
+            throw CVMError.usage("page size \(options.maxPageSize): expected a multiple of 512 up to 4 MiB")
+        }
         // Open first: a bad disk fails before any credential is looked at or request made.
-        _ = try FixedVHDStream.open(diskPath, timestamp: options.footerTimestamp)
+        let stream = try FixedVHDStream.open(diskPath, timestamp: options.footerTimestamp)
         let credentials = try AzureDiscovery.storageCredentials(environment: environment)
         var transport = TransportConfiguration()
         transport.environment = environment
@@ -27,6 +30,6 @@ public enum AzureUpload {
                                               client: HTTPClient(configuration: transport, logger: logger))
         let upload = PageBlobUpload(session: session, options: options,
                                     store: AzureUploadStateStore(environment: environment, home: home))
-        return try upload.run(diskPath: diskPath, destination: destination)
+        return try upload.run(diskPath: diskPath, stream: stream, destination: destination)
     }
 }

@@ -8,6 +8,9 @@ public struct AzureUploadOptions: Sendable {
     public var resume = false
     /// Put Page requests in flight at once (the transport halves it on 503 ServerBusy).
     public var maxConcurrentTransfers = 8
+    /// Largest Put Page body: a multiple of 512 up to 4 MiB (the service's limit). Memory is about
+    /// this times `maxConcurrentTransfers`; 2 MiB keeps 8 transfers within 16 MiB.
+    public var maxPageSize = 2 << 20
     /// Timestamp in a generated VHD footer (seconds since 1970; a resumed upload keeps its own).
     public var footerTimestamp: UInt64 = SystemInfo.sourceDateEpoch
     /// Called with (bytes done, bytes total) of the VHD as the upload advances, from any thread.

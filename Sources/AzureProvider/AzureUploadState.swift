@@ -6,7 +6,7 @@ import Foundation
 /// footer timestamp used (so the resumed VHD is byte for byte the same). No secret is kept: the
 /// pages already written are asked from the service itself (Get Page Ranges).
 ///
-/// Kept in `$XDG_CACHE_HOME/cvm-cli/uploads` (else `~/.cache/cvm-cli/uploads`), one file per
+/// Kept in the shared `ResumeStore` (`$XDG_CACHE_HOME/cvm-cli/resume`), one file per
 /// destination, written atomically with mode 0600; removed when the upload completes.
 struct AzureUploadState: Codable, Equatable {
     var version = 1
@@ -39,60 +39,32 @@ struct AzureUploadState: Codable, Equatable {
     }
 }
 
-/// Where resume states live and how they are read and written.
+/// Page-blob upload states in the shared `ResumeStore` (`$XDG_CACHE_HOME/cvm-cli/resume`),
+/// one per destination blob.
 struct AzureUploadStateStore {
-    let directory: String
+    let store: ResumeStore
 
-    /// `$XDG_CACHE_HOME/cvm-cli/uploads` when XDG_CACHE_HOME is an absolute path, else
-    /// `<home>/.cache/cvm-cli/uploads` (the XDG base-directory rule).
     init(environment: [String: String], home: String) {
-        if let xdg = environment["XDG_CACHE_HOME"], xdg.hasPrefix("/") {
-            directory = xdg + "/cvm-cli/uploads"
-        } else {
-            directory = home + "/.cache/cvm-cli/uploads"
-        }
+        store = ResumeStore(environment: environment, home: home)
     }
 
-    func path(for blobURL: String) -> String {
-        directory + "/azure-" + hexString(Array(SHA256.hash(blobURL).prefix(16))) + ".json"
-    }
+    var directory: String { store.directory }
+
+    func path(for blobURL: String) -> String { store.path(for: key(blobURL)) }
 
     /// The saved state for `blobURL`, or nil (none, or unreadable: then the upload starts over).
     func load(blobURL: String) -> AzureUploadState? {
-        guard let data = FileManager.default.contents(atPath: path(for: blobURL)),
-              let state = try? JSONDecoder().decode(AzureUploadState.self, from: data),
-              state.blobURL == blobURL else { return nil }
+        guard let state = store.load(AzureUploadState.self, key: key(blobURL)), state.blobURL == blobURL else { return nil }
         return state
     }
 
     func save(_ state: AzureUploadState) throws {
-        try createDirectory(directory)
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys, .prettyPrinted]
-        let bytes = Array(try encoder.encode(state)) + [0x0A]
-        let file = try AtomicOutputFile(path: path(for: state.blobURL), overwrite: true)
-        fchmod(file.descriptor.fd, 0o600)
-        do {
-            try file.descriptor.write(bytes, at: 0)
-            try file.commit()
-        } catch {
-            file.discard()
-            throw CVMError.io("cannot save the upload state in \(directory): \(error)")
-        }
+        try store.save(state, key: key(state.blobURL))
     }
 
     func remove(blobURL: String) {
-        unlink(path(for: blobURL))
+        store.remove(key: key(blobURL))
     }
 
-    /// `mkdir -p` with mode 0700 for the folders we create.
-    private func createDirectory(_ path: String) throws {
-        var current = ""
-        for part in path.split(separator: "/") {
-            current += "/" + part
-            if mkdir(current, 0o700) != 0 && errno != EEXIST {
-                throw CVMError.io("\(current): cannot create the upload state folder: \(errnoDescription())")
-            }
-        }
-    }
+    private func key(_ blobURL: String) -> String { "az " + blobURL }
 }

@@ -14,9 +14,10 @@ struct PageBlobUpload {
     let options: AzureUploadOptions
     let store: AzureUploadStateStore
 
-    func run(diskPath: String, destination: AzureBlobDestination) throws -> AzureUploadResult {
+    /// `stream` is `diskPath` opened with `options.footerTimestamp`, not read yet.
+    func run(diskPath: String, stream opened: FixedVHDStream, destination: AzureBlobDestination) throws -> AzureUploadResult {
         let start = monotonicSeconds()
-        var stream = try FixedVHDStream.open(diskPath, timestamp: options.footerTimestamp)
+        var stream = opened
         let blobURL = session.url(container: destination.container, blob: destination.blob)
         var state = try AzureUploadState.describing(path: diskPath, blobURL: blobURL, blobSize: stream.size,
                                                     footerTimestamp: options.footerTimestamp)
@@ -48,7 +49,7 @@ struct PageBlobUpload {
             try store.save(state)
         }
 
-        let feeder = try PageFeeder(stream: stream, written: written ?? [])
+        let feeder = try PageFeeder(stream: stream, written: written ?? [], maxPageSize: options.maxPageSize)
         let (bytes, pages) = try putPages(feeder, blobURL: blobURL, total: stream.size)
         let md5 = Base64.encode(try feeder.finalizeMD5())
         options.log?("Put Page: \(pages) requests, \(bytes) bytes; \(feeder.alreadyStoredBytes) bytes were already stored")
@@ -134,7 +135,8 @@ struct PageBlobUpload {
             do {
                 while let page = try feeder.next() {
                     try putPage(page, blobURL: blobURL)
-                    counter.add(UInt64(page.bytes.count))
+                    feeder.recycle(page)
+                    counter.add(UInt64(page.length))
                     progress?(feeder.position, total)
                 }
             } catch {
@@ -151,7 +153,7 @@ struct PageBlobUpload {
         headers.add("x-ms-page-write", "update")
         headers.add("x-ms-range", "bytes=\(page.range.lowerBound)-\(page.range.upperBound - 1)")
         headers.add("Content-MD5", Base64.encode(MD5.hash(page.bytes)))
-        let request = session.request("PUT", blobURL, query: [("comp", "page")], headers: headers, body: BytesBody(page.bytes))
+        let request = session.request("PUT", blobURL, query: [("comp", "page")], headers: headers, body: PageBody(page: page))
         _ = try session.send("Put Page \(page.range.lowerBound)-\(page.range.upperBound - 1)", request)
     }
 }

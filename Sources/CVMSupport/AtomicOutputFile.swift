@@ -67,7 +67,7 @@ public final class AtomicOutputFile: @unchecked Sendable {
     }
 
     /// Removes `.<base>.cvm-tmp-<pid>-*` files whose process no longer exists.
-    static func removeStaleTemporaries(directory: String, baseName: String) {
+    public static func removeStaleTemporaries(directory: String, baseName: String) {
         guard let dir = opendir(directory) else { return }
         defer { closedir(dir) }
         let prefix = ".\(baseName).cvm-tmp-"
@@ -90,25 +90,30 @@ public final class AtomicOutputFile: @unchecked Sendable {
         return dir.isEmpty ? "/" : dir
     }
 
-    static func baseName(of path: String) -> String {
+    public static func baseName(of path: String) -> String {
         guard let slash = path.lastIndex(of: "/") else { return path }
         return String(path[path.index(after: slash)...])
     }
 }
 
-/// Removes registered temporary files when the process gets SIGINT or SIGTERM, then exits
-/// with 128+signal. Handlers run on a dispatch queue, not in signal context.
+/// The one owner of SIGINT and SIGTERM. There must be only one: on Linux, libdispatch delivers
+/// a signal source through its own handler, and a later `signal(sig, SIG_IGN)` (which every
+/// installer needs before its first source) replaces that handler and silences every source. By default a signal removes the registered temporary files and exits with
+/// 128+signal. While an `InterruptFlag` is installed, the first signal only sets it — the
+/// command stops its transfers and cleans up on its own error path — and a second one exits
+/// as above. Handlers run on a dispatch queue, not in signal context.
 public final class SignalCleanup: @unchecked Sendable {
     public static let shared = SignalCleanup()
     private let lock = NSLockLite()
     private var paths: Set<String> = []
     private var sources: [DispatchSourceSignal] = []
     private var installed = false
+    private var flag: InterruptFlag?
 
     public func register(_ path: String) {
         lock.withLock {
             paths.insert(path)
-            if !installed { installed = true; install() }
+            installIfNeeded()
         }
     }
 
@@ -116,16 +121,32 @@ public final class SignalCleanup: @unchecked Sendable {
         lock.withLock { _ = paths.remove(path) }
     }
 
-    private func install() {
+    func arm(_ flag: InterruptFlag) {
+        lock.withLock {
+            self.flag = flag
+            installIfNeeded()
+        }
+    }
+
+    private func installIfNeeded() {
+        guard !installed else { return }
+        installed = true
         for sig in [SIGINT, SIGTERM] {
             signal(sig, SIG_IGN)
             let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
-            source.setEventHandler { [weak self] in
-                self?.cleanUpAndExit(signal: sig)
-            }
+            source.setEventHandler { [weak self] in self?.received(sig) }
             source.resume()
             sources.append(source)
         }
+    }
+
+    private func received(_ sig: Int32) {
+        let cooperative = lock.withLock { () -> Bool in
+            guard let flag, !flag.isSet else { return false }
+            flag.set()
+            return true
+        }
+        if !cooperative { cleanUpAndExit(signal: sig) }
     }
 
     private func cleanUpAndExit(signal sig: Int32) {
@@ -135,6 +156,24 @@ public final class SignalCleanup: @unchecked Sendable {
         let msg = "\ncvm-cli: interrupted by \(name); no output was written\n"
         _ = msg.withCString { write(2, $0, strlen($0)) }
         _exit(128 + sig)
+    }
+}
+
+/// Set by the first SIGINT or SIGTERM once installed, for commands that stop cleanly (uploads
+/// abort or keep their resume state, deploys save their artifact); a second signal exits.
+public final class InterruptFlag: @unchecked Sendable {
+    private let lock = NSLockLite()
+    private var value = false
+
+    public var isSet: Bool { lock.withLock { value } }
+
+    func set() { lock.withLock { value = true } }
+
+    /// Routes the process's SIGINT/SIGTERM to a new flag.
+    public static func install() -> InterruptFlag {
+        let flag = InterruptFlag()
+        SignalCleanup.shared.arm(flag)
+        return flag
     }
 }
 

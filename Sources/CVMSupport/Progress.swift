@@ -7,19 +7,33 @@ import Darwin
 /// Progress of a long operation: bytes done of a total, rate and ETA.
 ///
 /// On a terminal it redraws one line on stderr at most five times a second; when stderr is
-/// not a terminal (scripts, CI, `--json`) it prints nothing.
+/// not a terminal (scripts, CI) it prints nothing — unless asked for JSON lines (`--json`):
+/// then one object a second on stderr, `{"event":"progress","label":…,"done":…,"total":…,
+/// "bytes_per_second":…,"eta_seconds":…}`, and one when done, while stdout keeps the result.
 public final class ProgressReporter: @unchecked Sendable {
     private let label: String
     private let total: UInt64
     private let enabled: Bool
+    private let jsonLines: Bool
     private let start: Double
     private var lastDraw: Double = 0
     private var drewSomething = false
+    private var reportedDone = false
 
     public init(label: String, total: UInt64, enabled: Bool = ProgressReporter.stderrIsTerminal) {
         self.label = label
         self.total = total
         self.enabled = enabled
+        self.jsonLines = false
+        self.start = ProgressReporter.now()
+    }
+
+    /// Progress as JSON lines on stderr (for `--json`), whatever stderr is.
+    public init(jsonLinesLabel label: String, total: UInt64) {
+        self.label = label
+        self.total = total
+        self.enabled = true
+        self.jsonLines = true
         self.start = ProgressReporter.now()
     }
 
@@ -35,6 +49,7 @@ public final class ProgressReporter: @unchecked Sendable {
     public func update(_ done: UInt64) {
         guard enabled else { return }
         let t = ProgressReporter.now()
+        if jsonLines { return writeJSONLine(done, at: t) }
         guard t - lastDraw >= 0.2 || done >= total else { return }
         lastDraw = t
         let elapsed = max(t - start, 1e-6)
@@ -48,9 +63,25 @@ public final class ProgressReporter: @unchecked Sendable {
         drewSomething = true
     }
 
+    private func writeJSONLine(_ done: UInt64, at t: Double) {
+        guard !reportedDone, t - lastDraw >= 1 || done >= total else { return }
+        lastDraw = t
+        reportedDone = done >= total
+        let elapsed = max(t - start, 1e-6)
+        let rate = Double(done) / elapsed
+        var line = "{\"event\":\"progress\",\"label\":\(jsonQuoted(label)),\"done\":\(done),\"total\":\(total),\"bytes_per_second\":\(UInt64(rate))"
+        if rate > 0, done < total { line += ",\"eta_seconds\":\(Int((Double(total - done) / rate).rounded()))" }
+        line += "}\n"
+        _ = line.withCString { write(2, $0, strlen($0)) }
+    }
+
+    private func jsonQuoted(_ text: String) -> String {
+        String(decoding: CanonicalJSON.canonicalBytes(.string(text)), as: UTF8.self)
+    }
+
     /// Ends the progress line.
     public func finish() {
-        guard enabled, drewSomething else { return }
+        guard enabled, !jsonLines, drewSomething else { return }
         _ = "\n".withCString { write(2, $0, 1) }
     }
 }

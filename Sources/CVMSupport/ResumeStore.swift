@@ -39,19 +39,25 @@ public struct ResumeStore: Sendable {
         return try? JSONDecoder().decode(State.self, from: data)
     }
 
+    /// Writes the state through a temp file (created 0600) and a rename. Not through
+    /// `AtomicOutputFile`, whose signal clean-up is not wanted for a file that must survive an
+    /// interrupt; temporaries of saves cut short by a kill are removed by the next save.
     public func save<State: Encodable>(_ state: State, key: String) throws {
         try makeDirectory()
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]
         let data = try encoder.encode(state)
         let final = path(for: key)
-        let temp = final + ".tmp-\(getpid())"
-        let fd = open(temp, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+        let base = AtomicOutputFile.baseName(of: final)
+        AtomicOutputFile.removeStaleTemporaries(directory: directory, baseName: base)
+        let temp = "\(directory)/.\(base).cvm-tmp-\(getpid())-state"
+        let fd = open(temp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
         guard fd >= 0 else {
             throw CVMError.io("\(temp): cannot write the resume state: \(errnoDescription())")
         }
         let file = FileDescriptor(fd: fd, path: temp)
         do {
+            fchmod(fd, 0o600)
             try file.write(Array(data), at: 0)
             try file.sync()
             file.close()
@@ -89,6 +95,7 @@ public struct ResumeStore: Sendable {
         } catch {
             throw CVMError.io("\(directory): cannot create the resume-state folder: \(error.localizedDescription)")
         }
+        chmod(directory, 0o700)   // also when it already existed
     }
 }
 

@@ -40,3 +40,10 @@ private final class ErrorBox: @unchecked Sendable {
     var error: Error? { lock.withLock { stored } }
     func set(_ e: Error) { lock.withLock { if stored == nil { stored = e } } }
 }
+
+/// The user's home folder as the cloud SDKs find it: `$HOME` when set (Foundation on Linux
+/// reads the password database instead), else the account's home.
+public func userHomeDirectory(_ environment: [String: String] = ProcessInfo.processInfo.environment) -> String {
+    if let home = environment["HOME"], home.hasPrefix("/") { return home }
+    return NSHomeDirectory()
+}

@@ -33,6 +33,9 @@ public final class FixedVHDStream {
     /// Opens `path` (any readable format). `timestamp` goes into a generated footer.
     public static func open(_ path: String, timestamp: UInt64 = SystemInfo.sourceDateEpoch) throws -> FixedVHDStream {
         let reader = try DiskImageFile.open(path)
+        guard reader.virtualSize > 0 else {
+            throw CVMError.invalid("\(path): the virtual disk is empty; nothing to upload")
+        }
         if let vhd = reader as? VHDReader, vhd.format == .vhdFixed,
            vhd.virtualSize % DiskGeometry.mebibyte == 0, vhd.source.size == vhd.virtualSize + footerSize {
             return FixedVHDStream(passThrough: RawReader(source: vhd.source), format: .vhdFixed, virtualSize: vhd.virtualSize)

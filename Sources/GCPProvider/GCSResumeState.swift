@@ -36,61 +36,39 @@ struct GCSResumeState: Codable, Equatable {
     var blockCRC32C: [UInt32]
 }
 
-/// Reads and writes resume states under `$XDG_CACHE_HOME/cvm-cli/gcs-uploads` (or
-/// `~/.cache/cvm-cli/gcs-uploads`), one file per (destination, source path).
+/// GCS upload states in the shared `ResumeStore` (`$XDG_CACHE_HOME/cvm-cli/resume`), one per
+/// (destination, source path). `path(destination:sourcePath:)` names the state; the session URI
+/// inside makes the 0600 file a secret, and it is never logged.
 struct GCSResumeStore {
-    let directory: String
+    let store: ResumeStore
 
     init(environment: [String: String], home: String) {
-        var base = environment["XDG_CACHE_HOME"].flatMap { $0.hasPrefix("/") ? $0 : nil } ?? "\(home)/.cache"
-        while base.count > 1 && base.hasSuffix("/") { base.removeLast() }
-        directory = "\(base)/cvm-cli/gcs-uploads"
+        store = ResumeStore(environment: environment, home: home)
     }
 
+    /// The key of the state (not a file path: the store maps it to one).
     func path(destination: String, sourcePath: String) -> String {
-        let key = hexString(SHA256.hash(Array("\(destination)\n\(sourcePath)".utf8)))
-        return "\(directory)/\(key.prefix(32)).json"
+        "\(destination) <- \(sourcePath)"
     }
 
     /// The saved state, or nil when there is none or it cannot be used (unreadable, another
     /// version): a resume then starts a new session.
-    func load(_ path: String) -> GCSResumeState? {
-        guard let data = FileManager.default.contents(atPath: path), data.count < 4 << 20,
-              let state = try? JSONDecoder().decode(GCSResumeState.self, from: data),
+    func load(_ key: String) -> GCSResumeState? {
+        guard let state = store.load(GCSResumeState.self, key: key),
               state.version == GCSResumeState.currentVersion else { return nil }
         return state
     }
 
-    /// Writes `state` atomically (temp file, fsync, rename) with mode 0600.
-    func save(_ state: GCSResumeState, to path: String) throws {
-        try makeDirectory()
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys]
-        let data = try encoder.encode(state)
-        let out = try AtomicOutputFile(path: path, overwrite: true)
-        fchmod(out.descriptor.fd, 0o600)
+    func save(_ state: GCSResumeState, to key: String) throws {
         do {
-            try out.descriptor.write(Array(data), at: 0)
-            try out.commit()
-        } catch {
-            out.discard()
-            throw CVMError.io("\(path): cannot save the upload state for --resume: \((error as? CVMError)?.message ?? "\(error)")")
+            try store.save(state, key: key)
+        } catch let error as CVMError {
+            throw CVMError(error.kind, "cannot save the upload state for --resume: \(error.message)")
         }
     }
 
-    func remove(_ path: String) {
-        unlink(path)
-    }
-
-    private func makeDirectory() throws {
-        var built = ""
-        for part in directory.split(separator: "/") {
-            built += "/" + part
-            if mkdir(built, 0o700) != 0 && errno != EEXIST {
-                throw CVMError.io("\(built): cannot create the cache folder for upload states: \(errnoDescription())")
-            }
-        }
-        chmod(directory, 0o700)
+    func remove(_ key: String) {
+        store.remove(key: key)
     }
 
     /// Identity of the open file at `path`.

@@ -14,9 +14,11 @@ public enum GCSUpload {
 
     public static func run(diskPath: String, destination: GCSObjectName,
                            environment: [String: String] = ProcessInfo.processInfo.environment,
-                           home: String = NSHomeDirectory(), options: GCSUploadOptions = GCSUploadOptions(),
+                           home: String? = nil, options: GCSUploadOptions = GCSUploadOptions(),
                            verbose: Bool = false) throws -> GCSUploadResult {
         let start = monotonicSeconds()
+        // `$HOME` first, as Google's tools expand `~` (gcloud's folder, the cache).
+        let home = home ?? userHomeDirectory(environment)
         guard options.chunkSize > 0, options.chunkSize % GCSUploadOptions.chunkGranularity == 0 else {
             throw CVMError.usage("GCS chunk size \(options.chunkSize) is not a positive multiple of 256 KiB")
         }
@@ -50,7 +52,7 @@ public enum GCSUpload {
             makeStream: {
                 let source: GCSUploadStream.Source = asIs
                     ? .file(file)
-                    : .converted(try DiskImageFile.open(diskPath), options.writerOptions)
+                    : .converted(reader, options.writerOptions)
                 return try GCSUploadStream(source: source, chunkSize: options.chunkSize)
             },
             progressTotal: asIs ? identity.size : reader.virtualSize)
@@ -119,6 +121,7 @@ struct ResumableUploadRun {
                 log("the saved upload session had already finished; checking the object")
             }
         } else {
+            if options.resume { log("no saved upload of this disk to \(destination); starting one") }
             sessionURI = try startSession(total: total)
         }
         let resumedFrom = confirmed
@@ -169,8 +172,10 @@ struct ResumableUploadRun {
             var recoveries = 0
             while finishedObject == nil {
                 while (window.count < options.chunkSize || produced < windowStart) && !ended { try pull() }
-                // One more chunk tells whether this one is the last (its request carries the total).
-                if !ended && window.count <= options.chunkSize && produced >= windowStart { try pull() }
+                // A known length tells when the last byte is in: confirm the end (the request that
+                // carries it also carries the hashes). An unknown length that ends on a chunk
+                // boundary is finished by an empty request with the total.
+                if let total, !ended, windowStart + UInt64(window.count) >= total { try pull() }
                 try checkPrefix()
                 if ended && produced < windowStart {
                     throw CVMError.io("\(identity.path): the stream is \(produced) bytes but the server holds \(windowStart); run again without --resume to start over")

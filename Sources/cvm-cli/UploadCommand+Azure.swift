@@ -9,8 +9,7 @@ extension UploadCommand {
         let target = try AzureBlobDestination(parsing: destination)
         var options = AzureUploadOptions()
         options.resume = resume
-        let progressLine = !json && !verbose && ProgressReporter.stderrIsTerminal
-            ? LockedProgress(label: "upload \(target)") : nil
+        let progressLine = LockedProgress.forCommand(label: "upload \(target)", json: json, verbose: verbose)
         defer { progressLine?.finish() }
         if let progressLine {
             options.progress = { done, total in progressLine.update(done, total) }

@@ -13,8 +13,7 @@ extension UploadCommand {
         }
         options.chunkSize = Int(chunk)
         options.resume = resume
-        let progressLine = !json && !verbose && ProgressReporter.stderrIsTerminal
-            ? LockedProgress(label: "upload \(target)") : nil
+        let progressLine = LockedProgress.forCommand(label: "upload \(target)", json: json, verbose: verbose)
         defer { progressLine?.finish() }
         if let progressLine {
             options.progress = { done, total in progressLine.update(done, total) }

@@ -48,8 +48,7 @@ struct UploadCommand: ParsableCommand {
             if AzureBlobDestination.matches(destination) { return try runAzure() }
             let target = try UploadDestination(parsing: destination)
             var options = AWSUploadOptions()
-            let progressLine = !json && !verbose && ProgressReporter.stderrIsTerminal
-                ? LockedProgress(label: "upload \(target)") : nil
+            let progressLine = LockedProgress.forCommand(label: "upload \(target)", json: json, verbose: verbose)
             defer { progressLine?.finish() }
             if let progressLine {
                 options.progress = { done, total in progressLine.update(done, total) }
@@ -72,41 +71,29 @@ struct UploadCommand: ParsableCommand {
     }
 }
 
-/// Set by the first SIGINT or SIGTERM; a second one exits at once.
-final class InterruptFlag: @unchecked Sendable {
-    private let lock = NSLock()
-    private var set = false
-    private var sources: [DispatchSourceSignal] = []
-
-    var isSet: Bool { lock.withLock { set } }
-
-    static func install() -> InterruptFlag {
-        let flag = InterruptFlag()
-        for sig in [SIGINT, SIGTERM] {
-            signal(sig, SIG_IGN)
-            let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
-            source.setEventHandler {
-                let again = flag.lock.withLock { () -> Bool in defer { flag.set = true }; return flag.set }
-                if again { exit(130) }
-            }
-            source.resume()
-            flag.sources.append(source)
-        }
-        return flag
-    }
-}
-
 /// ProgressReporter is driven from several upload threads: serialize it.
 final class LockedProgress: @unchecked Sendable {
     private let lock = NSLock()
     private let label: String
+    private let jsonLines: Bool
     private var reporter: ProgressReporter?
 
-    init(label: String) { self.label = label }
+    init(label: String, jsonLines: Bool = false) {
+        self.label = label
+        self.jsonLines = jsonLines
+    }
+
+    /// A terminal line when stderr is a terminal, JSON lines with `--json`, else nothing.
+    static func forCommand(label: String, json: Bool, verbose: Bool) -> LockedProgress? {
+        if json { return LockedProgress(label: label, jsonLines: true) }
+        return !verbose && ProgressReporter.stderrIsTerminal ? LockedProgress(label: label) : nil
+    }
 
     func update(_ done: UInt64, _ total: UInt64) {
         lock.withLock {
-            if reporter == nil { reporter = ProgressReporter(label: label, total: total) }
+            if reporter == nil {
+                reporter = jsonLines ? ProgressReporter(jsonLinesLabel: label, total: total) : ProgressReporter(label: label, total: total)
+            }
             reporter?.update(done)
         }
     }

@@ -182,6 +182,13 @@ final class AWSUploadMotoTests: XCTestCase {
         XCTAssertEqual(object["input_format"] as? String, "raw")
         XCTAssertEqual(object["virtual_size"] as? Int, 6 << 20)
         XCTAssertNotNil(object["checksum"] as? String)
+        // Progress as JSON lines on stderr, the last one complete; stdout holds only the result.
+        let events = json.stderr.split(separator: "\n").compactMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] }
+        XCTAssertEqual(events.count, json.stderr.split(separator: "\n").count, "every stderr line is JSON: \(json.stderr)")
+        let final = try XCTUnwrap(events.last, json.stderr)
+        XCTAssertEqual(final["event"] as? String, "progress")
+        XCTAssertEqual(final["done"] as? Int, final["total"] as? Int)
+        XCTAssertGreaterThan(final["total"] as? Int ?? 0, 0)
 
         env["AWS_SECRET_ACCESS_KEY"] = "not-the-secret"
         let refused = try MotoServer.run([cli, "upload", disk, "ebs://\(moto.region)"], environment: env, allowFailure: true)

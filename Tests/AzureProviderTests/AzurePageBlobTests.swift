@@ -67,7 +67,7 @@ final class AzurePageBlobTests: XCTestCase {
         XCTAssertEqual(stats["unaligned_pages"] as? Int, 0)
         XCTAssertEqual(stats["put_page"] as? Int, result.pages)
         XCTAssertEqual(stats["md5_checked"] as? Int, result.pages, "every Put Page carries Content-MD5")
-        XCTAssertGreaterThan(result.pages, 6, "the disk has several runs, one split at a 4 MiB window")
+        XCTAssertGreaterThan(result.pages, 6, "the disk has several runs, some split at window edges")
         for version in try XCTUnwrap(stats["versions"] as? [String]) {
             XCTAssertGreaterThanOrEqual(version, "2021", "x-ms-version \(version)")
         }
@@ -142,9 +142,9 @@ final class AzurePageBlobTests: XCTestCase {
         XCTAssertLessThan(firstRun, Int(expected.bytes), "killed half-way")
 
         // The state: one file, mode 0600, no secret.
-        let states = try FileManager.default.contentsOfDirectory(atPath: cache.appendingPathComponent("cvm-cli/uploads").path)
+        let states = try FileManager.default.contentsOfDirectory(atPath: cache.appendingPathComponent("cvm-cli/resume").path)
         XCTAssertEqual(states.count, 1, "\(states)")
-        let statePath = cache.appendingPathComponent("cvm-cli/uploads/\(states[0])").path
+        let statePath = cache.appendingPathComponent("cvm-cli/resume/\(states[0])").path
         let attributes = try FileManager.default.attributesOfItem(atPath: statePath)
         XCTAssertEqual((attributes[.posixPermissions] as? NSNumber)?.intValue, 0o600)
         let stateText = try String(contentsOfFile: statePath, encoding: .utf8)
@@ -168,6 +168,42 @@ final class AzurePageBlobTests: XCTestCase {
         XCTAssertEqual(second["resumed"] as? Bool, false)
         XCTAssertEqual(second["bytes_sent"] as? Int, Int(expected.bytes))
         XCTAssertEqual((try azure.stats()["ops"] as? [String: Int])?["PUT blob"], 1)
+    }
+
+    func testInterruptStopsQuicklyAndKeepsTheStateForResume() throws {
+        let cli = try cliBinary()
+        let raw = try makeDisk("int.raw", size: 40 << 20, runs: 48)
+        let expectedVHD = try convertToVHD(raw)
+        let expected = try nonZeroPages(of: expectedVHD)
+        var env = azure.environment(home: dir.path)
+        env["XDG_CACHE_HOME"] = dir.appendingPathComponent("cache").path
+
+        try azure.setPageDelay(2)
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: cli)
+        p.arguments = ["upload", raw, "az://interrupt/disk.vhd"]
+        p.environment = env
+        let errURL = dir.appendingPathComponent("stderr.txt")
+        _ = FileManager.default.createFile(atPath: errURL.path, contents: nil)
+        p.standardError = try FileHandle(forWritingTo: errURL)
+        p.standardOutput = FileHandle.nullDevice
+        try p.run()
+        let deadline = Date().addingTimeInterval(30)
+        while (try azure.stats()["put_page"] as? Int ?? 0) == 0, Date() < deadline { Thread.sleep(forTimeInterval: 0.05) }
+        let start = Date()
+        kill(p.processIdentifier, SIGINT)
+        p.waitUntilExit()
+        try azure.setPageDelay(0)
+        XCTAssertLessThan(Date().timeIntervalSince(start), 1.5, "the interrupt must not wait for the slow pages")
+        XCTAssertEqual(p.terminationStatus, 130)
+        let stderr = try String(contentsOf: errURL, encoding: .utf8)
+        XCTAssertEqual(stderr.split(separator: "\n").count, 1, stderr)
+        XCTAssertTrue(stderr.contains("cancelled"), stderr)
+
+        let resumed = try PageBlobServer.run([cli, "upload", raw, "az://interrupt/disk.vhd", "--resume", "--json"], environment: env)
+        let object = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(resumed.stdout.utf8)) as? [String: Any], resumed.stdout)
+        XCTAssertEqual(object["resumed"] as? Bool, true, "the state survived the interrupt")
+        try assertBlob("interrupt", "disk.vhd", equals: expectedVHD, pages: expected, md5: object["md5"] as? String ?? "")
     }
 
     // MARK: faults, errors, secrets
@@ -271,7 +307,7 @@ final class AzurePageBlobTests: XCTestCase {
     }
 
     /// A sparse raw disk whose virtual size is not MiB-aligned, holding: data that starts and ends
-    /// inside sectors, a 6 MiB run across a 4 MiB window, stored zeros, alternating zero and
+    /// inside sectors, a 6 MiB run across window edges, stored zeros, alternating zero and
     /// non-zero sectors, `runs` more 200 KiB runs, and data in the very last sector.
     private func makeDisk(_ name: String, size: UInt64 = diskSize, runs: Int = 0) throws -> String {
         let path = dir.appendingPathComponent(name).path

@@ -90,20 +90,24 @@ final class AzureProviderUnitTests: XCTestCase {
         let vhd = [UInt8](try Data(contentsOf: URL(fileURLWithPath: converted)))
 
         let written: [Range<UInt64>] = [0..<((1 << 20) + 4096)]   // a resumed blob holds the first data pages
-        let feeder = try PageFeeder(stream: stream, written: written)
+        let feeder = try PageFeeder(stream: stream, written: written, maxPageSize: 64 << 10)
         var rebuilt = [UInt8](repeating: 0, count: vhd.count)
         var sent: UInt64 = 0
+        var pages = 0
         while let page = try feeder.next() {
             XCTAssertEqual(page.offset % 512, 0)
             XCTAssertEqual(page.bytes.count % 512, 0)
-            XCTAssertLessThanOrEqual(page.bytes.count, 4 << 20)
+            XCTAssertLessThanOrEqual(page.bytes.count, 64 << 10)
             XCTAssertFalse(page.range.overlaps(written[0]))
             for p in stride(from: 0, to: page.bytes.count, by: 512) {
                 XCTAssertTrue(page.bytes[p..<(p + 512)].contains { $0 != 0 }, "zero page at \(page.offset + UInt64(p))")
             }
             rebuilt.replaceSubrange(Int(page.offset)..<Int(page.range.upperBound), with: page.bytes)
             sent += UInt64(page.bytes.count)
+            pages += 1
+            feeder.recycle(page)
         }
+        XCTAssertGreaterThan(pages, 2, "the 70,000-byte run is cut into 64 KiB pages")
         XCTAssertEqual(Base64.encode(try feeder.finalizeMD5()), Base64.encode(MD5.hash(vhd)))
         // What was sent plus what the blob held is the whole VHD.
         rebuilt.replaceSubrange(0..<Int(written[0].upperBound), with: vhd[0..<Int(written[0].upperBound)])
@@ -114,9 +118,9 @@ final class AzureProviderUnitTests: XCTestCase {
 
     func testStateStoreLocationModeAndMatching() throws {
         let xdg = AzureUploadStateStore(environment: ["XDG_CACHE_HOME": dir.path + "/xdg"], home: "/nonexistent")
-        XCTAssertEqual(xdg.directory, dir.path + "/xdg/cvm-cli/uploads")
+        XCTAssertEqual(xdg.directory, dir.path + "/xdg/cvm-cli/resume")
         XCTAssertEqual(AzureUploadStateStore(environment: ["XDG_CACHE_HOME": "relative"], home: dir.path).directory,
-                       dir.path + "/.cache/cvm-cli/uploads")
+                       dir.path + "/.cache/cvm-cli/resume")
 
         let raw = try makeRaw(size: 1 << 20)
         let url = "https://acct.blob.core.windows.net/c/b.vhd"

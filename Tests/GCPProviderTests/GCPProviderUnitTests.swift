@@ -1,6 +1,6 @@
 import CVMCrypto
 import CVMSupport
-import GCPProvider
+@testable import GCPProvider
 import XCTest
 
 final class GCPProviderUnitTests: XCTestCase {
@@ -37,5 +37,33 @@ final class GCPProviderUnitTests: XCTestCase {
                 XCTAssertFalse("\(error)".contains("\n") && !bad.contains("\n"), bad)
             }
         }
+    }
+
+    /// The window hands out bodies that read exactly the bytes in order, across chunk seams,
+    /// after partial confirmations.
+    func testByteWindowBodies() throws {
+        let a = Array(0..<100).map { UInt8($0) }, b = Array(100..<250).map { UInt8($0) }
+        var window = ByteWindow()
+        window.append(a[10...])
+        window.append(b[...])
+        XCTAssertEqual(window.count, 240)
+        func bytes(_ body: SlicesBody, step: Int) throws -> [UInt8] {
+            var out = [UInt8]()
+            var buffer = [UInt8](repeating: 0, count: step)
+            while true {
+                let n = try buffer.withUnsafeMutableBytes { try body.read(into: $0, at: UInt64(out.count)) }
+                if n == 0 { break }
+                out += buffer[0..<n]
+            }
+            return out
+        }
+        let body = window.prefix(120)
+        XCTAssertEqual(body.size, 120)
+        for step in [1, 7, 90, 500] { XCTAssertEqual(try bytes(body, step: step), Array(a[10...]) + Array(b[0..<30])) }
+        window.removeFirst(95)
+        XCTAssertEqual(window.count, 145)
+        XCTAssertEqual(try bytes(window.prefix(145), step: 64), Array(b[5...]))
+        window.removeAll()
+        XCTAssertEqual(window.prefix(0).size, 0)
     }
 }

@@ -4,6 +4,7 @@ import CVMTestData
 import DiskImage
 import Foundation
 import GCPProvider
+import GCPTestSupport
 import Transport
 import XCTest
 
@@ -82,7 +83,7 @@ final class GCSUploadEmulatorTests: XCTestCase {
         XCTAssertEqual(stats["token_requests"] as? Int, 1, "the token is cached")
         XCTAssertEqual(stats["bytes_in"] as? Int, Int(result.size))
         XCTAssertEqual(result.bytesSent, result.size)
-        let states = (try? FileManager.default.contentsOfDirectory(atPath: dir.appendingPathComponent("cache/cvm-cli/gcs-uploads").path)) ?? []
+        let states = (try? FileManager.default.contentsOfDirectory(atPath: dir.appendingPathComponent("cache/cvm-cli/resume").path)) ?? []
         XCTAssertEqual(states, [], "a finished upload leaves no state")
     }
 
@@ -155,6 +156,41 @@ final class GCSUploadEmulatorTests: XCTestCase {
         try assertNoSecrets(in: [r.stdout, r.stderr], stats: stats, extraSecrets: pemLines(otherPEM))
     }
 
+    func testAuthorizedUserCredentialsFromGcloudsFile() throws {
+        let cli = try GCSHarness.cliBinary()
+        let raw = try makeDisk("disk.raw", size: 4 << 20)
+        let clientID = "764086051850-test.apps.googleusercontent.com"
+        let clientSecret = "d-FL95Q19q7MQmFpd7hHD0Ty"
+        let refreshToken = "1//0e-refresh-token-for-tests-0123456789"
+        let proxy = try harness.startProxy(user: "\(clientID):\(clientSecret):\(refreshToken)")
+        proxies.append(proxy)
+        // No GOOGLE_APPLICATION_CREDENTIALS: gcloud's application-default file under HOME.
+        let gcloud = dir.appendingPathComponent(".config/gcloud")
+        try FileManager.default.createDirectory(at: gcloud, withIntermediateDirectories: true)
+        func writeADC(refresh: String) throws {
+            let adc: [String: Any] = ["type": "authorized_user", "client_id": clientID, "client_secret": clientSecret,
+                                      "refresh_token": refresh, "token_uri": proxy.tokenURI]
+            try JSONSerialization.data(withJSONObject: adc).write(to: gcloud.appendingPathComponent("application_default_credentials.json"))
+        }
+        try writeADC(refresh: refreshToken)
+        var env = harness.environment(proxy: proxy, keyFile: "", home: dir)
+        env.removeValue(forKey: "GOOGLE_APPLICATION_CREDENTIALS")
+        let ok = try GCSHarness.run([cli, "upload", raw, "gs://\(GCSHarness.bucket)/user.tar.gz", "--verbose", "--json"], environment: env)
+        let object = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(ok.stdout.utf8)) as? [String: Any], ok.stdout)
+        let got = try harness.download("user.tar.gz", to: dir.appendingPathComponent("copy.tar.gz").path)
+        XCTAssertEqual(got["crc32c"] as? String, object["crc32c"] as? String)
+        XCTAssertEqual(try proxy.stats()["token_requests"] as? Int, 1)
+
+        try writeADC(refresh: "1//0e-revoked-refresh-token-000000000")
+        let refused = try GCSHarness.run([cli, "upload", raw, "gs://\(GCSHarness.bucket)/user2.tar.gz"], environment: env, allowFailure: true)
+        XCTAssertEqual(refused.status, 1)
+        XCTAssertEqual(refused.stderr.split(separator: "\n").count, 1, refused.stderr)
+        XCTAssertTrue(refused.stderr.contains("HTTP 400 invalid_grant"), refused.stderr)
+        XCTAssertTrue(refused.stderr.contains("application_default_credentials.json"), refused.stderr)
+        try assertNoSecrets(in: [ok.stdout, ok.stderr, refused.stdout, refused.stderr], stats: try proxy.stats(),
+                            extraSecrets: [clientSecret, refreshToken, "1//0e-revoked-refresh-token-000000000"])
+    }
+
     func testTokensAreCachedAndRefreshedBeforeExpiry() throws {
         let (proxy, env) = try proxy()
         let credentials = try GoogleDiscovery.resolve(environment: env, home: dir.path).credentials
@@ -192,7 +228,7 @@ final class GCSUploadEmulatorTests: XCTestCase {
         p.waitUntilExit()
 
         // The state is private and holds no token.
-        let states = dir.appendingPathComponent("cache/cvm-cli/gcs-uploads")
+        let states = dir.appendingPathComponent("cache/cvm-cli/resume")
         // (A temporary file of a save cut by the kill may lie beside it; the next save removes it.)
         let files = try FileManager.default.contentsOfDirectory(atPath: states.path).filter { !$0.hasPrefix(".") }
         XCTAssertEqual(files.count, 1, "\(files)")
@@ -239,8 +275,57 @@ final class GCSUploadEmulatorTests: XCTestCase {
         XCTAssertEqual(object["resumed_from"] as? Int, 0)
         XCTAssertEqual(object["bytes_sent"] as? Int, object["size"] as? Int)
         XCTAssertTrue(r.stderr.contains("discarded the upload state"), r.stderr)
-        let states = dir.appendingPathComponent("cache/cvm-cli/gcs-uploads").path
+        let states = dir.appendingPathComponent("cache/cvm-cli/resume").path
         XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: states).filter { !$0.hasPrefix(".") }, [])
+    }
+
+    func testResumeRefusesAChangedSource() throws {
+        let cli = try GCSHarness.cliBinary()
+        let raw = try makeDisk("disk.raw", size: 16 << 20, dataEvery: 1)
+        let (proxy, env) = try proxy(chunkDelay: 0.1)
+        let destination = "gs://\(GCSHarness.bucket)/changed.tar.gz"
+        let args = [cli, "upload", raw, destination, "--resume", "--chunk-mib", "1"]
+        let p = try GCSHarness.launch(args, log: dir.appendingPathComponent("first.log"), environment: env)
+        while (try proxy.stats()["bytes_in"] as? Int ?? 0) < 4 << 20 && p.isRunning { Thread.sleep(forTimeInterval: 0.05) }
+        kill(p.processIdentifier, SIGKILL)
+        p.waitUntilExit()
+        // Same path and size, other content in the first MiB.
+        let fd = FileDescriptor(fd: open(raw, O_RDWR), path: raw)
+        try fd.write(TestData.pseudoRandomBytes(count: 4096, seed: 99), at: 0)
+        fd.close()
+        let r = try GCSHarness.run(args + ["--json", "--verbose"], environment: env)
+        XCTAssertTrue(r.stderr.contains("not resuming: \(raw) changed"), r.stderr)
+        let object = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any], r.stdout)
+        XCTAssertEqual(object["resumed_from"] as? Int, 0)
+        let reference = dir.appendingPathComponent("reference.tar.gz").path
+        _ = try DiskConversion.run(input: raw, output: reference, format: .tarGz, overwrite: true,
+                                   options: WriterOptions(compressionLevel: 6, timestamp: 0))
+        let copy = dir.appendingPathComponent("copy.tar.gz").path
+        _ = try harness.download("changed.tar.gz", to: copy)
+        XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: copy)), try Data(contentsOf: URL(fileURLWithPath: reference)))
+    }
+
+    func testInterruptStopsAndCancelsAnUploadWithoutResume() throws {
+        let cli = try GCSHarness.cliBinary()
+        let raw = try makeDisk("disk.raw", size: 16 << 20, dataEvery: 1)
+        let (proxy, env) = try proxy(chunkDelay: 0.3)
+        let p = try GCSHarness.launch([cli, "upload", raw, "gs://\(GCSHarness.bucket)/interrupted.tar.gz", "--chunk-mib", "1"],
+                                      log: dir.appendingPathComponent("stderr.log"), environment: env)
+        while (try proxy.stats()["bytes_in"] as? Int ?? 0) < 2 << 20 && p.isRunning { Thread.sleep(forTimeInterval: 0.05) }
+        XCTAssertTrue(p.isRunning)
+        let start = Date()
+        kill(p.processIdentifier, SIGINT)
+        p.waitUntilExit()
+        XCTAssertLessThan(Date().timeIntervalSince(start), 10)
+        XCTAssertEqual(p.terminationStatus, 130)
+        let stderr = try String(contentsOf: dir.appendingPathComponent("stderr.log"), encoding: .utf8)
+        XCTAssertEqual(stderr.split(separator: "\n").count, 1, stderr)
+        XCTAssertTrue(stderr.contains("cancelled"), stderr)
+        XCTAssertFalse(stderr.contains("--resume to continue"), stderr)
+        let states = dir.appendingPathComponent("cache/cvm-cli/resume").path
+        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: states).filter { !$0.hasPrefix(".") }, [],
+                       "without --resume nothing is kept")
+        try assertNoSecrets(in: [stderr], stats: try proxy.stats())
     }
 
     func testFaultsAreSurvivedRetriesLoggedAndNoSecretShown() throws {
@@ -252,7 +337,7 @@ final class GCSUploadEmulatorTests: XCTestCase {
         XCTAssertEqual(r.status, 0, r.stderr)
         let stats = try proxy.stats()
         let faults = try XCTUnwrap(stats["faults"] as? [String: Int])
-        for kind in ["token503", "start500", "drop", "503", "429", "drop-after-forward", "slow"] {
+        for kind in ["token503", "start500", "308-no-range", "drop", "503", "429", "drop-after-forward", "slow"] {
             XCTAssertEqual(faults[kind], 1, "fault \(kind) was not injected: \(faults)")
         }
         XCTAssertTrue(r.stderr.contains("failed: HTTP 503"), r.stderr)

@@ -2,23 +2,24 @@ import CVMSupport
 import Foundation
 import XCTest
 
+/// Shared by GCPProviderTests and DeployGCPTests.
 /// gcp-storage-emulator on 127.0.0.1 plus, per test, `gcs_auth_proxy.py` in front of it: an
 /// OAuth token server that verifies our RS256 JWTs against a service-account key made here, and
 /// a proxy that refuses storage requests without a token it issued (and injects faults on
 /// request). Everything is started by the tests and stopped by its own process id.
-final class GCSHarness: @unchecked Sendable {
-    static let scripts = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Scripts")
-    static let bucket = "cvm-images"
-    static let clientEmail = "uploader@cvm-test.iam.gserviceaccount.com"
+public final class GCSHarness: @unchecked Sendable {
+    public static let scripts = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Scripts")
+    public static let bucket = "cvm-images"
+    public static let clientEmail = "uploader@cvm-test.iam.gserviceaccount.com"
 
-    let directory: URL
-    let emulatorPort: UInt16
+    public let directory: URL
+    public let emulatorPort: UInt16
     private let emulator: Process
     /// PEM of the test service account's private key (a secret the outputs must never show).
-    let privateKeyPEM: String
-    let publicKeyPath: String
+    public let privateKeyPEM: String
+    public let publicKeyPath: String
 
-    init() throws {
+    public init() throws {
         let check = try Self.run(["python3", "-c", "import gcp_storage_emulator, jwt, cryptography, google.cloud.storage, google_crc32c"], allowFailure: true)
         if check.status != 0 {
             throw XCTSkip("gcp-storage-emulator/PyJWT/google-cloud-storage missing (scripts/install-deps.sh --with-test-tools): \(check.stderr.suffix(300))")
@@ -38,44 +39,45 @@ final class GCSHarness: @unchecked Sendable {
         try Self.waitForPort(emulatorPort, process: emulator, name: "gcp-storage-emulator")
     }
 
-    func stop() {
+    public func stop() {
         if emulator.isRunning { emulator.terminate(); emulator.waitUntilExit() }
         try? FileManager.default.removeItem(at: directory)
     }
 
-    var emulatorEndpoint: String { "http://127.0.0.1:\(emulatorPort)" }
+    public var emulatorEndpoint: String { "http://127.0.0.1:\(emulatorPort)" }
 
     /// A running auth proxy; `stop()` it at the end of the test.
-    final class Proxy: @unchecked Sendable {
-        let port: UInt16
-        let process: Process
-        var endpoint: String { "http://127.0.0.1:\(port)" }
-        var tokenURI: String { endpoint + "/token" }
+    public final class Proxy: @unchecked Sendable {
+        public let port: UInt16
+        public let process: Process
+        public var endpoint: String { "http://127.0.0.1:\(port)" }
+        public var tokenURI: String { endpoint + "/token" }
 
         init(port: UInt16, process: Process) {
             self.port = port
             self.process = process
         }
 
-        func stop() {
+        public func stop() {
             if process.isRunning { process.terminate(); process.waitUntilExit() }
         }
 
         /// What the proxy saw (bytes, faults, tokens, assertions, upload ids).
-        func stats() throws -> [String: Any] {
+        public func stats() throws -> [String: Any] {
             let r = try GCSHarness.run(["python3", "-c", "import urllib.request,sys; print(urllib.request.urlopen(sys.argv[1]).read().decode())",
                                         endpoint + "/harness-stats"])
             return try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any])
         }
     }
 
-    func startProxy(faults: Bool = false, chunkDelay: Double = 0, tokenLifetime: Int = 3600) throws -> Proxy {
+    public func startProxy(faults: Bool = false, chunkDelay: Double = 0, tokenLifetime: Int = 3600, user: String? = nil) throws -> Proxy {
         let port = try Self.freePort()
         var args = ["python3", Self.scripts.appendingPathComponent("gcs_auth_proxy.py").path,
                     "--port", String(port), "--upstream-port", String(emulatorPort),
                     "--public-key", publicKeyPath, "--client-email", Self.clientEmail,
                     "--token-uri", "http://127.0.0.1:\(port)/token", "--token-lifetime", String(tokenLifetime)]
         if faults { args.append("--faults") }
+        if let user { args += ["--user", user] }
         if chunkDelay > 0 { args += ["--chunk-delay", String(chunkDelay)] }
         let p = try Self.launch(args, log: directory.appendingPathComponent("proxy-\(port).log"))
         try Self.waitForPort(port, process: p, name: "gcs_auth_proxy.py")
@@ -83,7 +85,7 @@ final class GCSHarness: @unchecked Sendable {
     }
 
     /// A service-account key file whose token_uri is the proxy's (or `pem` for a wrong key).
-    func writeKeyFile(tokenURI: String, pem: String? = nil, name: String = "key.json") throws -> String {
+    public func writeKeyFile(tokenURI: String, pem: String? = nil, name: String = "key.json") throws -> String {
         let object: [String: Any] = [
             "type": "service_account", "project_id": "cvm-test", "private_key_id": "0123456789abcdef0123456789abcdef01234567",
             "private_key": pem ?? privateKeyPEM, "client_email": Self.clientEmail, "client_id": "1234567890",
@@ -95,7 +97,7 @@ final class GCSHarness: @unchecked Sendable {
     }
 
     /// The environment cvm-cli sees: the key file, the emulator override, a private HOME/cache.
-    func environment(proxy: Proxy, keyFile: String, home: URL) -> [String: String] {
+    public func environment(proxy: Proxy, keyFile: String, home: URL) -> [String: String] {
         [
             "GOOGLE_APPLICATION_CREDENTIALS": keyFile,
             "STORAGE_EMULATOR_HOST": proxy.endpoint,
@@ -106,23 +108,23 @@ final class GCSHarness: @unchecked Sendable {
     }
 
     /// Downloads `object` with google-cloud-storage straight from the emulator.
-    func download(_ object: String, to path: String) throws -> [String: Any] {
+    public func download(_ object: String, to path: String) throws -> [String: Any] {
         let r = try Self.run(["python3", Self.scripts.appendingPathComponent("gcs_client.py").path, "download",
                               emulatorEndpoint, Self.bucket, object, path])
         return try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any], r.stdout)
     }
 
     /// Size, MD5 and CRC-32C (base64) of a local file, computed by hashlib and google-crc32c.
-    static func hashes(of path: String) throws -> [String: Any] {
+    public static func hashes(of path: String) throws -> [String: Any] {
         let r = try run(["python3", scripts.appendingPathComponent("gcs_client.py").path, "hash", path])
         return try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any], r.stdout)
     }
 
     // MARK: process plumbing
 
-    struct Output { let status: Int32; let stdout: String; let stderr: String }
+    public struct Output { public let status: Int32; public let stdout: String; public let stderr: String }
 
-    static func launch(_ args: [String], log: URL, environment: [String: String]? = nil) throws -> Process {
+    public static func launch(_ args: [String], log: URL, environment: [String: String]? = nil) throws -> Process {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
         p.arguments = args
@@ -135,7 +137,7 @@ final class GCSHarness: @unchecked Sendable {
         return p
     }
 
-    static func waitForPort(_ port: UInt16, process: Process, name: String) throws {
+    public static func waitForPort(_ port: UInt16, process: Process, name: String) throws {
         let deadline = ProcessInfo.processInfo.systemUptime + 30
         while !canConnect(port: port) {
             guard process.isRunning, ProcessInfo.processInfo.systemUptime < deadline else {
@@ -148,7 +150,7 @@ final class GCSHarness: @unchecked Sendable {
 
     /// Runs a command via /usr/bin/env with output to temp files (no pipe can fill up).
     @discardableResult
-    static func run(_ args: [String], environment: [String: String]? = nil, allowFailure: Bool = false) throws -> Output {
+    public static func run(_ args: [String], environment: [String: String]? = nil, allowFailure: Bool = false) throws -> Output {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
         p.arguments = args
@@ -172,7 +174,7 @@ final class GCSHarness: @unchecked Sendable {
         return out
     }
 
-    static func freePort() throws -> UInt16 {
+    public static func freePort() throws -> UInt16 {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { throw CVMError.io("socket: \(errnoDescription())") }
         defer { close(fd) }
@@ -188,7 +190,7 @@ final class GCSHarness: @unchecked Sendable {
         return UInt16(bigEndian: addr.sin_port)
     }
 
-    static func canConnect(port: UInt16) -> Bool {
+    public static func canConnect(port: UInt16) -> Bool {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { return false }
         defer { close(fd) }
@@ -202,7 +204,7 @@ final class GCSHarness: @unchecked Sendable {
     }
 
     /// The cvm-cli executable built next to the test bundle.
-    static func cliBinary() throws -> String {
+    public static func cliBinary() throws -> String {
         if let path = ProcessInfo.processInfo.environment["CVM_CLI_BINARY"] { return path }
         let exe = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? Bundle.main.bundlePath
         for dir in [URL(fileURLWithPath: exe).deletingLastPathComponent(), Bundle.main.bundleURL.deletingLastPathComponent()] {

@@ -3,12 +3,13 @@
 POST /token            JWT-bearer grant: the RS256 assertion is verified with PyJWT against the
                        test service account's public key (aud = our token_uri or Google's,
                        exp - iat <= 3600, scope and iss present); answers an access token.
+                       With --user, also the refresh-token grant of authorized_user credentials.
 GET  /harness-stats    what happened: body bytes received on storage requests, faults injected,
                        tokens issued, assertions and upload ids seen (the tests grep outputs for them).
 anything else          needs `Authorization: Bearer <a token issued here>` (else 401), then is
                        forwarded to the emulator with its Host header (so the session URI points here).
 
---faults injects, on chunk PUT attempts 2..6: a dropped connection, 503 + Retry-After, 429,
+--faults injects, on chunk PUT attempts 1..6: a 308 without Range (nothing kept), a dropped connection, 503 + Retry-After, 429,
 a chunk forwarded and then its answer dropped, and a slow answer; plus a 500 on the first
 session start and a 503 on the first token request.
 --chunk-delay S holds every chunk PUT S seconds before forwarding (kill tests).
@@ -34,6 +35,7 @@ parser.add_argument("--public-key", required=True)
 parser.add_argument("--client-email", required=True)
 parser.add_argument("--token-uri", required=True)
 parser.add_argument("--token-lifetime", type=int, default=3600)
+parser.add_argument("--user", default="", help="CLIENT_ID:CLIENT_SECRET:REFRESH_TOKEN accepted by the refresh-token grant")
 parser.add_argument("--faults", action="store_true")
 parser.add_argument("--chunk-delay", type=float, default=0.0)
 args = parser.parse_args()
@@ -61,7 +63,7 @@ def note_fault(kind):
         stats["faults"][kind] = stats["faults"].get(kind, 0) + 1
 
 
-CHUNK_FAULTS = {2: "drop", 3: "503", 4: "429", 5: "drop-after-forward", 6: "slow"}
+CHUNK_FAULTS = {1: "308-no-range", 2: "drop", 3: "503", 4: "429", 5: "drop-after-forward", 6: "slow"}
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -115,6 +117,13 @@ class Handler(BaseHTTPRequestHandler):
                 stats["rejected_grants"] += 1
             self.answer(400, json.dumps({"error": "invalid_grant", "error_description": description}).encode(),
                         [("Content-Type", "application/json")])
+        if form.get("grant_type") == ["refresh_token"] and args.user:
+            # gcloud's authorized_user credentials: all three values must match.
+            client_id, client_secret, refresh_token = args.user.split(":", 2)
+            got = tuple((form.get(k) or [""])[0] for k in ("client_id", "client_secret", "refresh_token"))
+            if got != (client_id, client_secret, refresh_token):
+                return refuse("Bad Request")
+            return self.issue()
         if form.get("grant_type") != ["urn:ietf:params:oauth:grant-type:jwt-bearer"]:
             return refuse("unsupported grant_type")
         assertion = (form.get("assertion") or [""])[0]
@@ -134,6 +143,9 @@ class Handler(BaseHTTPRequestHandler):
             return refuse("Invalid JWT: unknown issuer")
         if not str(claims.get("scope", "")).strip():
             return refuse("Invalid JWT: no scope")
+        self.issue()
+
+    def issue(self):
         token = "ya29.test-" + secrets.token_urlsafe(32)
         with lock:
             issued[token] = time.time() + args.token_lifetime
@@ -191,6 +203,9 @@ class Handler(BaseHTTPRequestHandler):
                                    [("Retry-After", "0"), ("Content-Type", "application/json")])
             if fault == "slow":
                 time.sleep(2)
+            if fault == "308-no-range":
+                # What real GCS says when it kept nothing of the chunk (the emulator never does).
+                return self.answer(308, b"", [("X-GUploader-UploadID", "not-a-secret")])
 
         headers = {k: v for k, v in self.headers.items()
                    if k.lower() not in ("connection", "transfer-encoding", "content-length", "expect")}
