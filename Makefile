@@ -3,7 +3,7 @@ SHELL := /bin/bash
 SWIFT ?= swift
 BIN := .build/release/cvm-cli
 
-.PHONY: demo demo-formats demo-deps demo-image-deps test build deps test-deps bench bench-upload-azure clean
+.PHONY: demo demo-formats demo-deps demo-image-deps test build deps test-deps bench bench-aws bench-upload-azure clean
 
 ## demo: install what is needed, build cvm-cli + cvm-agent, build the base image, update-disk the
 ## sample workload, boot it locally (QEMU+OVMF+swtpm), fetch the golden measurement, stop.
@@ -35,6 +35,11 @@ build: deps
 bench: test-deps
 	$(SWIFT) build -c release --product cvm-cli
 	./bench/formats.sh $(BIN)
+
+## bench-aws: deploy-aws's inline disk digest vs upload + a second hashing pass, against moto.
+bench-aws: test-deps
+	$(SWIFT) build -c release --product cvm-cli
+	./bench/deploy-aws.sh $(BIN)
 
 ## bench-upload-azure: page blob upload, ours vs the azure-storage-blob SDK (local endpoint).
 bench-upload-azure: test-deps

@@ -128,7 +128,7 @@ let package = Package(
         ]),
         .testTarget(name: "DeployTests", dependencies: ["CVMMatrix", "Deploy", "CVMSupport"]),
         .testTarget(name: "DeployAWSTests", dependencies: [
-            "AWSProvider", "AWSTestSupport", "CVMTestData", "CVMMatrix", "Deploy", "DiskImage", "CVMCrypto", "CVMSupport",
+            "AWSProvider", "AWSTestSupport", "CVMTestData", "CVMMatrix", "Deploy", "DiskImage", "CVMCrypto", "CVMSupport", "Transport",
         ]),
         // gcp-storage-emulator behind the JWT-verifying token server and bearer-checking proxy: shared by the GCP tests.
         .target(name: "GCPTestSupport", dependencies: ["CVMSupport"], path: "Tests/GCPTestSupport", exclude: ["Scripts"]),

@@ -110,9 +110,12 @@ extension AWSDeploy {
             note(try ec2.delete("DeleteSnapshot", [("SnapshotId", snap)]), "snapshot \(snap)")
         }
 
-        // 5. The security group (by name in any VPC, and the artifact's id).
+        // 5. The security group: `<vm>-sg` carrying our tag (a group of that name someone else
+        // made is left alone), and the artifact's id.
         var groups = Set<String>()
-        let named = try ec2.read("DescribeSecurityGroups", EC2Client.filters([("group-name", ["\(vmName)-sg"])]))
+        let named = try ec2.read("DescribeSecurityGroups", EC2Client.filters([
+            ("group-name", ["\(vmName)-sg"]), ("tag:\(AWSDeployer.tagKey)", [vmName]),
+        ]))
         for g in named.items("securityGroupInfo") { if let id = g.text("groupId") { groups.insert(id) } }
         if let id = known["security_group_id"], !AWSDeployer.isPlaceholder(id) { groups.insert(id) }
         for id in groups.sorted() {
@@ -134,6 +137,25 @@ extension AWSDeploy {
         let volumes = try ec2.read("DescribeVolumes", EC2Client.filters([("tag:\(AWSDeployer.tagKey)", [vmName]), ("status", ["available"])]))
         for v in volumes.items("volumeSet") {
             if let id = v.text("volumeId") { note(try ec2.delete("DeleteVolume", [("VolumeId", id)]), "volume \(id)") }
+        }
+
+        // 7. The uploaded disk of --upload s3 (only the artifact knows it).
+        if let url = known["s3_object"], url.hasPrefix("s3://") {
+            let rest = url.dropFirst(5)
+            if let slash = rest.firstIndex(of: "/") {
+                let bucket = String(rest[..<slash]), key = String(rest[rest.index(after: slash)...])
+                let objectURL = try S3MultipartUpload(session: session, options: options).objectURL(bucket: bucket, key: key)
+                if dryRun {
+                    plan.add(PlannedCall(method: "DELETE", endpoint: objectURL, operation: "s3:DeleteObject",
+                                         parameters: [("Bucket", bucket), ("Key", key)], mutating: true))
+                    note(true, "object \(url)")
+                } else {
+                    var request = session.request("s3", method: "DELETE", url: objectURL)
+                    request.acceptedStatuses = [200, 204, 404]
+                    let response = try session.send("S3 DeleteObject \(url)", request)
+                    note(response.status != 404, "object \(url)")
+                }
+            }
         }
 
         if !dryRun, FileManager.default.fileExists(atPath: artifactPath) {

@@ -13,14 +13,21 @@ public enum AWSDeploy {
     public static func run(_ request: DeployRequest, matrix: CVMMatrix,
                            environment: [String: String] = ProcessInfo.processInfo.environment,
                            home: String = userHomeDirectory(), options: AWSUploadOptions = AWSUploadOptions(),
+                           upload: AWSUploadPath = .ebs,
                            verbose: Bool = false, log: @escaping @Sendable (String) -> Void = { _ in }) throws -> DeployOutcome {
         try DeployRequest.checkVMName(request.vmName)
+        if case .s3(let bucket) = upload, !UploadDestination.isBucketName(bucket) {
+            throw CVMError.usage("--bucket '\(bucket)' is not a valid S3 bucket name; expected 3–63 lower-case letters, digits, '.' and '-'")
+        }
         _ = try matrix.check(cloud: .aws, vmType: request.vmType, region: request.region, tee: request.tee,
                              allowUnlisted: request.allowUnlisted)
+        guard FileManager.default.isReadableFile(atPath: request.diskPath) else {
+            throw CVMError.usage("--disk \(request.diskPath): no such readable file; expected the VM's disk image")
+        }
         let plan = DeployPlan()
         let (session, ec2) = try clients(region: request.region, dryRun: request.dryRun, plan: plan,
                                          environment: environment, home: home, options: options, verbose: verbose)
-        let deployer = AWSDeployer(session: session, ec2: ec2, options: options)
+        let deployer = AWSDeployer(session: session, ec2: ec2, options: options, uploadPath: upload)
         var outcome = try DeployPipeline.run(deployer, request: request, matrix: matrix, log: log)
         // The EC2 client records into its own plan; the pipeline's state holds the EBS steps.
         outcome.plan = Self.merge(outcome.plan, plan.calls)

@@ -15,13 +15,15 @@ public final class AWSDeployer: CloudDeployer, @unchecked Sendable {
     let session: AWSSession
     let ec2: EC2Client
     let options: AWSUploadOptions
+    let uploadPath: AWSUploadPath
     /// Wall-clock budget for the image to become available and the instance to run.
     public var readyDeadline: Double = 1800
 
-    init(session: AWSSession, ec2: EC2Client, options: AWSUploadOptions) {
+    init(session: AWSSession, ec2: EC2Client, options: AWSUploadOptions, uploadPath: AWSUploadPath = .ebs) {
         self.session = session
         self.ec2 = ec2
         self.options = options
+        self.uploadPath = uploadPath
     }
 
     // MARK: names
@@ -57,6 +59,20 @@ public final class AWSDeployer: CloudDeployer, @unchecked Sendable {
                 state.log("snapshot \(snap) of this disk exists: not uploading again")
                 return
             }
+        }
+        if case .s3(let bucket) = uploadPath {
+            let (snapshot, url, task, digest) = try AWSImportSnapshot(session: session, ec2: ec2, options: options)
+                .run(state, disk: disk, bucket: bucket)
+            state.artifact.resources["snapshot_id"] = snapshot
+            state.artifact.resources["s3_object"] = url
+            state.artifact.resources["import_task_id"] = task
+            if !r.dryRun {
+                state.artifact.diskSHA256 = digest.map(hexString)
+                state.artifact.diskPath = r.diskPath
+                state.artifact.diskFileSize = identity.size
+                state.artifact.diskFileModified = identity.modified
+            }
+            return
         }
         let volumeGiB = (disk.virtualSize + (1 << 30) - 1) >> 30
         if r.dryRun {

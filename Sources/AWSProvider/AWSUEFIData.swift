@@ -1,3 +1,4 @@
+import CVMCrypto
 import CVMSupport
 import CZlib
 import Deploy
@@ -92,19 +93,11 @@ public enum AWSUEFIData {
         return Array(out.prefix(Int(size)))
     }
 
-    /// CRC-32C (Castagnoli, reflected 0x82F63B78), as AWS checks the store with.
+    /// CRC-32C (CVMCrypto's), as AWS checks the store with.
     static func crc32c(_ bytes: [UInt8]) -> UInt32 {
-        var crc: UInt32 = 0xFFFF_FFFF
-        for byte in bytes {
-            crc = crc32cTable[Int((crc ^ UInt32(byte)) & 0xFF)] ^ (crc >> 8)
-        }
-        return ~crc
-    }
-
-    private static let crc32cTable: [UInt32] = (0..<256).map { i in
-        var c = UInt32(i)
-        for _ in 0..<8 { c = c & 1 != 0 ? 0x82F6_3B78 ^ (c >> 1) : c >> 1 }
-        return c
+        var crc = CRC32C()
+        bytes.withUnsafeBytes { crc.update($0) }
+        return crc.value
     }
 
     private static func append64(_ out: inout [UInt8], _ v: UInt64) { withUnsafeBytes(of: v.littleEndian) { out += $0 } }

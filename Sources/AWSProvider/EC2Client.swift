@@ -73,7 +73,10 @@ public final class EC2Client: @unchecked Sendable {
 
     /// A describe/list call; throws the mapped error.
     public func read(_ action: String, _ params: [(String, String)] = [], retrying codes: Set<String> = []) throws -> EC2XMLElement {
-        try result(action, params, retrying: codes).value()
+        if dryRun {
+            plan.add(PlannedCall(method: "POST", endpoint: endpoint + "/", operation: "ec2:\(action)", parameters: params, mutating: false))
+        }
+        return try result(action, params, retrying: codes).value()
     }
 
     /// A call that changes state: in a dry run it is recorded and nil returned.

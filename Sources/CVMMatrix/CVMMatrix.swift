@@ -7,11 +7,11 @@ public enum TEE: String, Sendable, Codable, CaseIterable, CustomStringConvertibl
     case tdx = "TDX"
 
     /// Accepts `SEV-SNP`, `sev-snp`, `snp`, `sevsnp`, `TDX`, `tdx`.
-    public init(parsing text: String) throws {
+    public init(parsing text: String, flag: String = "--tee") throws {
         switch text.lowercased().replacingOccurrences(of: "_", with: "-") {
         case "sev-snp", "snp", "sevsnp", "amd-sev-snp": self = .sevSNP
         case "tdx", "intel-tdx": self = .tdx
-        default: throw CVMError.usage("TEE '\(text)' is not known; expected SEV-SNP or TDX")
+        default: throw CVMError.usage("\(flag) '\(text)': not a TEE cvm-cli knows; expected SEV-SNP or TDX")
         }
     }
 

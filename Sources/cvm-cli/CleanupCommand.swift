@@ -49,7 +49,7 @@ struct CleanupAWSCommand: ParsableCommand {
             }
             for line in outcome.removed { print((dryRun ? "would delete " : "deleted ") + line) }
             if dryRun {
-                for call in outcome.plan where call.mutating { print("  " + call.line) }
+                for call in outcome.plan where call.mutating { print("  would " + call.line) }
             }
         }
     }

@@ -22,6 +22,9 @@ struct CommonDeployOptions: ParsableArguments {
     @Option(name: [.customLong("data_disk_size"), .customLong("data-disk-size")], help: "Add a data disk of this many GiB.")
     var dataDiskSize: Int?
 
+    @Option(help: "TEE: SEV-SNP or TDX (default: the vm_type's; checked against the CVM matrix).")
+    var tee: String?
+
     @Flag(name: [.customLong("allow-unlisted"), .customLong("allow_unlisted")],
           help: "Go ahead when vm_type × region × TEE is not in the CVM matrix (`cvm-cli matrix`).")
     var allowUnlisted = false
@@ -39,6 +42,7 @@ struct CommonDeployOptions: ParsableArguments {
     func request(cloud: CloudName, disk: String, region: String, vmType: String) throws -> DeployRequest {
         var r = DeployRequest(cloud: cloud, diskPath: disk, vmName: vmName, region: region, vmType: vmType)
         r.additionalPorts = try PortRange.parseList(additionalPorts)
+        r.tee = try tee.map { try TEE(parsing: $0) }
         if let dataDiskSize {
             guard (1...16384).contains(dataDiskSize) else {
                 throw CVMError.usage("--data_disk_size \(dataDiskSize): expected 1 to 16384 GiB")
@@ -69,8 +73,8 @@ func printDeployOutcome(_ outcome: DeployOutcome, json: Bool) throws {
         return
     }
     if outcome.dryRun {
-        print("plan (dry run: nothing was created or changed):")
-        for call in outcome.plan where call.mutating { print("  " + call.line) }
+        print("plan (dry run: the reads were made, nothing was created or changed):")
+        for call in outcome.plan { print((call.mutating ? "  would " : "  read  ") + call.line) }
         return
     }
     let a = outcome.artifact
@@ -94,7 +98,7 @@ struct DeployJSON: Encodable {
         artifactPath = o.artifactPath
         publicIP = o.artifact.publicIP
         dryRun = o.dryRun
-        plan = o.dryRun ? o.plan.filter(\.mutating) : nil
+        plan = o.dryRun ? o.plan : nil
         warning = o.matrixWarning
     }
 
@@ -136,12 +140,13 @@ struct DeployAWSCommand: ParsableCommand {
 
     func run() throws {
         try runReportingErrors {
+            let path: AWSUploadPath
             switch upload {
             case "ebs":
-                break
+                path = .ebs
             case "s3":
-                guard bucket != nil else { throw CVMError.usage("--upload s3 needs --bucket NAME (an S3 bucket in \(region))") }
-                throw CVMError.unsupported("--upload s3 (S3 + ImportSnapshot) is not implemented yet; use the default --upload ebs, which needs no bucket or vmimport role")
+                guard let bucket else { throw CVMError.usage("--upload s3 needs --bucket NAME (an S3 bucket in \(region))") }
+                path = .s3(bucket: bucket)
             default:
                 throw CVMError.usage("--upload '\(upload)': expected ebs or s3")
             }
@@ -149,7 +154,11 @@ struct DeployAWSCommand: ParsableCommand {
             var options = AWSUploadOptions()
             let interrupt = InterruptFlag.install()
             options.isCancelled = { interrupt.isSet }
-            let outcome = try AWSDeploy.run(request, matrix: try CVMMatrix.embedded(), options: options,
+            let progressLine = !common.json && !common.verbose && !common.dryRun && ProgressReporter.stderrIsTerminal
+                ? LockedProgress(label: "upload \(disk)") : nil
+            defer { progressLine?.finish() }
+            if let progressLine { options.progress = { done, total in progressLine.update(done, total) } }
+            let outcome = try AWSDeploy.run(request, matrix: try CVMMatrix.embedded(), options: options, upload: path,
                                             verbose: common.verbose, log: common.log)
             try printDeployOutcome(outcome, json: common.json)
         }

@@ -65,6 +65,8 @@ extension DeployAWSMotoTests {
             (["--vm_type", "m5.large"], 64, "'m5.large' is not a confidential-VM type on aws"),
             (["--region", "us-west-1", "--vm-type", "c6a.large"], 64, "c6a.large is SEV-SNP capable in us-east-2 and eu-west-1"),
             (["--upload", "s3"], 64, "--upload s3 needs --bucket"),
+            (["--tee", "TDX"], 64, "aws offers no TDX confidential VMs; it has SEV-SNP on m6a, c6a and r6a"),
+            (["--tee", "sgx"], 64, "--tee 'sgx': not a TEE cvm-cli knows; expected SEV-SNP or TDX"),
             (["--upload", "ftp"], 64, "--upload 'ftp': expected ebs or s3"),
             (["--vm_name", "bad_name"], 64, "--vm_name 'bad_name'"),
             (["--secure-boot-certs", disk.dir + "/none"], 64, "--secure-boot-certs \(disk.dir)/none: not a folder"),

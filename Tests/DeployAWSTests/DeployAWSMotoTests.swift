@@ -57,7 +57,7 @@ final class DeployAWSMotoTests: XCTestCase {
         let upstream = String(moto.endpoint.split(separator: ":").last!)
         let p = Process()
         p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        p.arguments = ["python3", script, String(port), upstream, log, faults ? "1" : "0"]
+        p.arguments = ["python3", script, String(port), upstream, log, faults ? "1" : "0", moto.credentialsJSON, moto.region]
         p.standardOutput = FileHandle.nullDevice
         try p.run()
         proxies.append(p)
@@ -107,9 +107,14 @@ final class DeployAWSMotoTests: XCTestCase {
         return o
     }
 
-    private func deploy(_ r: DeployRequest, via proxy: Proxy, log: LineLog? = nil) throws -> DeployOutcome {
+    private func deploy(_ r: DeployRequest, via proxy: Proxy, upload: AWSUploadPath = .ebs, log: LineLog? = nil) throws -> DeployOutcome {
         try AWSDeploy.run(r, matrix: try CVMMatrix.embedded(), environment: moto.environment(endpoint: proxy.endpoint),
-                          home: dir, options: fastOptions, log: { log?.add($0) })
+                          home: dir, options: fastOptions, upload: upload, log: { log?.add($0) })
+    }
+
+    private func fetch(_ url: String) throws -> Any {
+        let r = try MotoServer.python(["-c", "import urllib.request,sys; print(urllib.request.urlopen(sys.argv[1]).read().decode())", url])
+        return try JSONSerialization.jsonObject(with: Data(r.stdout.utf8))
     }
 
     /// The server's view of a VM's resources, read with boto3.
@@ -212,6 +217,7 @@ final class DeployAWSMotoTests: XCTestCase {
         XCTAssertTrue((instances.first?["devices"] as? [String])?.contains("/dev/sdf") ?? false, "data disk: \(instances)")
         let groups = s["groups"] as! [[String: Any]]
         XCTAssertEqual(groups.count, 1)
+        XCTAssertEqual((groups.first?["tags"] as? [String: String])?["cvm-cli:vm"], vm)
         XCTAssertEqual(groups.first?["perms"] as? [String],
                        ["tcp:443-443", "tcp:80-80", "tcp:8000-8000", "tcp:9000-9010", "udp:443-443", "udp:80-80", "udp:9000-9010"])
         let addresses = s["addresses"] as! [[String: Any]]
@@ -294,6 +300,7 @@ extension DeployAWSMotoTests {
             XCTAssertTrue(action.hasPrefix("Describe"), "a dry run sent \(action)")
         }
         XCTAssertEqual(NSDictionary(dictionary: try state(vm)), NSDictionary(dictionary: before), "server state unchanged")
+        XCTAssertTrue(outcome.plan.contains { $0.operation == "ec2:DescribeVpcs" && !$0.mutating }, "reads are in the plan too")
         let ops = outcome.plan.filter(\.mutating).map(\.operation)
         XCTAssertEqual(ops, ["ebs:StartSnapshot", "ebs:PutSnapshotBlock", "ebs:CompleteSnapshot", "ec2:RegisterImage",
                              "ec2:CreateSecurityGroup", "ec2:AuthorizeSecurityGroupIngress", "ec2:RunInstances",
@@ -317,6 +324,115 @@ extension DeployAWSMotoTests {
         _ = try AWSDeploy.cleanup(vmName: vm, region: nil, artifactsDirectory: dir + "/_artifacts",
                                   environment: moto.environment(endpoint: proxy.endpoint), home: dir, options: fastOptions)
         try checkAgainstBotocore(proxy)
+    }
+
+    /// A rerun with a changed disk: new snapshot, image and instance; the old ones go only once
+    /// the new instance runs and holds the address.
+    func testChangedDiskReplacesImageAndInstanceAfterTheNewOnesAreReady() throws {
+        let (disk, _) = try makeDisk()
+        let proxy = try startProxy()
+        let vm = "cvm-replace"
+        let old = try deploy(try request(disk, vm: vm), via: proxy).artifact
+        // A new disk in the same place.
+        let raw = dir + "/disk.raw"
+        let fd = FileDescriptor(fd: open(raw, O_RDWR), path: raw)
+        try fd.write(TestData.pseudoRandomBytes(count: 8192, seed: 99), at: 3 << 20)
+        fd.close()
+        let newSHA = hexString(SHA256.hash(Array(try Data(contentsOf: URL(fileURLWithPath: raw)))))
+        _ = try DiskConversion.run(input: raw, output: disk, format: .vmdk, overwrite: true)
+        let before = try records(proxy).count
+        let new = try deploy(try request(disk, vm: vm), via: proxy).artifact
+        XCTAssertEqual(new.diskSHA256, newSHA)
+        for key in ["snapshot_id", "image_id", "instance_id"] {
+            XCTAssertNotEqual(new.resources[key], old.resources[key], key)
+        }
+        XCTAssertEqual(new.resources["allocation_id"], old.resources["allocation_id"], "the Elastic IP stays")
+        XCTAssertEqual(new.resources["security_group_id"], old.resources["security_group_id"])
+        XCTAssertEqual(new.publicIP, old.publicIP)
+        // Order: the old image is deregistered only after the new one was registered and the
+        // new instance holds the address.
+        let actions = try records(proxy).dropFirst(before).compactMap { $0["action"] as? String }
+        let register = try XCTUnwrap(actions.firstIndex(of: "RegisterImage"))
+        let associate = try XCTUnwrap(actions.firstIndex(of: "AssociateAddress"))
+        let deregister = try XCTUnwrap(actions.firstIndex(of: "DeregisterImage"))
+        let terminate = try XCTUnwrap(actions.firstIndex(of: "TerminateInstances"))
+        XCTAssertLessThan(register, associate)
+        XCTAssertLessThan(associate, terminate)
+        XCTAssertLessThan(associate, deregister)
+        let s = try state(vm)
+        XCTAssertEqual((s["instances"] as! [[String: Any]]).map { $0["id"] as? String }, [new.resources["instance_id"]])
+        XCTAssertEqual((s["images"] as! [[String: Any]]).map { $0["id"] as? String }, [new.resources["image_id"]])
+        XCTAssertEqual((s["snapshots"] as! [[String: Any]]).map { $0["id"] as? String }, [new.resources["snapshot_id"]])
+        XCTAssertEqual((s["addresses"] as! [[String: Any]]).first?["instance"] as? String, new.resources["instance_id"])
+        try checkAgainstBotocore(proxy)
+        _ = try AWSDeploy.cleanup(vmName: vm, region: nil, artifactsDirectory: dir + "/_artifacts",
+                                  environment: moto.environment(endpoint: proxy.endpoint), home: dir, options: fastOptions)
+    }
+
+    /// --upload s3: the file goes up as is, ImportSnapshot (played by the proxy, judged by
+    /// botocore's model) turns it into the snapshot, the rest is as with EBS; cleanup also
+    /// deletes the S3 object.
+    func testUploadThroughS3AndImportSnapshot() throws {
+        let (disk, rawSHA) = try makeDisk()
+        let proxy = try startProxy()
+        let vm = "cvm-s3"
+        _ = try moto.helper("s3-create-bucket", ["cvm-import"])
+        let log = LineLog()
+        let outcome = try deploy(try request(disk, vm: vm), via: proxy, upload: .s3(bucket: "cvm-import"), log: log)
+        let a = outcome.artifact
+        XCTAssertEqual(a.diskSHA256, rawSHA)
+        XCTAssertEqual(a.resources["s3_object"], "s3://cvm-import/cvm-cli/\(vm)/aws_disk.vmdk")
+        let imports = try fetch(proxy.endpoint + "/proxy-imports") as! [[String: Any]]
+        XCTAssertEqual(imports.count, 1)
+        XCTAssertEqual(imports.first?["format"] as? String, "VMDK")
+        let fileSHA = hexString(SHA256.hash(Array(try Data(contentsOf: URL(fileURLWithPath: disk)))))
+        XCTAssertEqual(imports.first?["sha256"] as? String, fileSHA, "the object is the disk file as is")
+        XCTAssertEqual(a.resources["import_task_id"], imports.first?["task"] as? String)
+        XCTAssertTrue(log.lines.contains { $0.contains("converting") }, "import progress is reported: \(log.lines)")
+        let s = try state(vm)
+        XCTAssertEqual((s["snapshots"] as! [[String: Any]]).map { $0["id"] as? String }, [a.resources["snapshot_id"]], "the imported snapshot is tagged")
+        XCTAssertEqual((s["instances"] as! [Any]).count, 1)
+        let requests = try checkAgainstBotocore(proxy)
+        let importParams = try XCTUnwrap(requests.first { $0.action == "ImportSnapshot" }?.params)
+        XCTAssertEqual(importParams["DiskContainer.UserBucket.S3Bucket"], "cvm-import")
+        XCTAssertEqual(importParams["DiskContainer.Format"], "VMDK")
+
+        let cleaned = try AWSDeploy.cleanup(vmName: vm, region: nil, artifactsDirectory: dir + "/_artifacts",
+                                            environment: moto.environment(endpoint: proxy.endpoint), home: dir, options: fastOptions)
+        XCTAssertTrue(cleaned.removed.contains("object s3://cvm-import/cvm-cli/\(vm)/aws_disk.vmdk"), "\(cleaned.removed)")
+        let listing = try moto.helper("s3-uploads", ["cvm-import"])
+        XCTAssertEqual(listing["objects"] as? Int, 0)
+        XCTAssertEqual((try state(vm)["instances"] as! [Any]).count, 0)
+    }
+
+    /// Ctrl-C after the image was registered: the rerun uploads nothing again and reuses the
+    /// snapshot and the image.
+    func testInterruptedDeployResumes() throws {
+        let (disk, _) = try makeDisk()
+        let proxy = try startProxy()
+        let vm = "cvm-resume"
+        let stop = Flag()
+        var options = fastOptions
+        options.isCancelled = { stop.isSet }
+        let r = try request(disk, vm: vm)
+        XCTAssertThrowsError(try AWSDeploy.run(r, matrix: try CVMMatrix.embedded(), environment: moto.environment(endpoint: proxy.endpoint),
+                                               home: dir, options: options, log: { if $0.hasPrefix("registered image") { stop.set() } })) { e in
+            XCTAssertEqual((e as? CVMError)?.kind, .interrupted, "\(e)")
+        }
+        let partial = try XCTUnwrap(try DeployArtifact.read(dir + "/_artifacts/aws_\(vm).json"), "the artifact is saved after each step")
+        let snapshot = try XCTUnwrap(partial.resources["snapshot_id"])
+        XCTAssertNil(partial.resources["instance_id"])
+        let before = try records(proxy).count
+        let done = try deploy(r, via: proxy)
+        XCTAssertEqual(done.artifact.resources["snapshot_id"], snapshot)
+        let rerun = try records(proxy).dropFirst(before)
+        XCTAssertFalse(rerun.contains { ($0["path"] as? String)?.hasPrefix("/snapshots") ?? false }, "no second upload")
+        XCTAssertFalse(rerun.contains { $0["action"] as? String == "RegisterImage" }, "the image is found by name")
+        let s = try state(vm)
+        XCTAssertEqual((s["images"] as! [Any]).count, 1)
+        XCTAssertEqual((s["instances"] as! [Any]).count, 1)
+        _ = try AWSDeploy.cleanup(vmName: vm, region: nil, artifactsDirectory: dir + "/_artifacts",
+                                  environment: moto.environment(endpoint: proxy.endpoint), home: dir, options: fastOptions)
     }
 
     func testMatrixErrorsComeBeforeAnyRequest() throws {
@@ -361,10 +477,16 @@ extension DeployAWSMotoTests {
             XCTAssertEqual((s[kind] as! [Any]).count, 1, "\(kind) after a deploy with faults: \(s)")
         }
         XCTAssertEqual(((s["groups"] as! [[String: Any]]).first?["perms"] as? [String]), ["tcp:53-53", "tcp:8000-8000", "udp:53-53"])
-        _ = try AWSDeploy.cleanup(vmName: vm, region: nil, artifactsDirectory: dir + "/_artifacts",
-                                  environment: moto.environment(endpoint: proxy.endpoint), home: dir, options: fastOptions)
+        // Cleanup with the artifact gone works from tags and names.
+        try FileManager.default.removeItem(atPath: dir + "/_artifacts/aws_\(vm).json")
+        let cleaned = try AWSDeploy.cleanup(vmName: vm, region: moto.region, artifactsDirectory: dir + "/_artifacts",
+                                            environment: moto.environment(endpoint: proxy.endpoint), home: dir, options: fastOptions)
+        XCTAssertEqual(Set(cleaned.removed.map { String($0.split(separator: " ").first!) }),
+                       ["address", "image", "instance", "security", "snapshot"])
         let after = try state(vm)
-        XCTAssertEqual((after["instances"] as! [Any]).count + (after["images"] as! [Any]).count + (after["groups"] as! [Any]).count, 0)
+        for kind in ["instances", "groups", "images", "addresses", "snapshots", "volumes"] {
+            XCTAssertEqual((after[kind] as! [Any]).count, 0, "\(kind) after cleanup without the artifact: \(after)")
+        }
     }
 
     func testWrongSecretIsRefusedAndNeverShown() throws {
@@ -405,6 +527,14 @@ extension DeployAWSMotoTests {
         XCTAssertTrue(errors.contains("unknown parameter Owners.1"), errors)
         XCTAssertTrue(errors.contains("MaxCount"), "a missing required member: \(errors)")
     }
+}
+
+/// A flag set from any thread.
+final class Flag: @unchecked Sendable {
+    private let lock = NSLock()
+    private var value = false
+    func set() { lock.withLock { value = true } }
+    var isSet: Bool { lock.withLock { value } }
 }
 
 /// Lines collected from any thread.

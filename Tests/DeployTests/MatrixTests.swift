@@ -86,6 +86,15 @@ final class MatrixTests: XCTestCase {
         XCTAssertThrowsError(try m.check(cloud: .gcp, vmType: "n2d-standard-2x", region: "us-central1-a"))
     }
 
+    func testTEENames() throws {
+        XCTAssertEqual(try TEE(parsing: "SEV-SNP"), .sevSNP)
+        XCTAssertEqual(try TEE(parsing: "snp"), .sevSNP)
+        XCTAssertEqual(try TEE(parsing: "sev_snp"), .sevSNP)
+        XCTAssertEqual(try TEE(parsing: "tdx"), .tdx)
+        XCTAssertThrowsError(try TEE(parsing: "sgx")) { XCTAssertTrue("\($0)".hasPrefix("--tee 'sgx'"), "\($0)") }
+        XCTAssertEqual(try CloudName(parsing: "GCP"), .gcp)
+    }
+
     func testAllowUnlistedTurnsTheErrorIntoAWarning() throws {
         let m = try CVMMatrix.embedded()
         let r = try m.check(cloud: .aws, vmType: "c6a.large", region: "ap-south-1", allowUnlisted: true)
