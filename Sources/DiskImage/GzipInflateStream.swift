@@ -22,6 +22,10 @@ final class GzipInflateStream {
     private(set) var atEnd = false
     /// How many zero chunks were produced without inflating (for tests and measurements).
     private(set) var zeroChunksRecognised: UInt64 = 0
+    /// Told of every byte-aligned deflate block boundary: the decompressed position there,
+    /// the compressed offset of the next block, and which gzip member (0-based) it is in.
+    var boundaryObserver: ((_ position: UInt64, _ compressedOffset: UInt64, _ member: Int) -> Void)?
+    private var member = -1
 
     private enum Phase { case header, deflate, trailer }
 
@@ -75,6 +79,7 @@ final class GzipInflateStream {
         position = 0
         atEnd = false
         phase = .header
+        member = -1
         pendingZeros = 0
         windowNeedsZeros = false
         atByteAlignedBlock = false
@@ -169,6 +174,7 @@ final class GzipInflateStream {
         // 128 = stopped at a block boundary.
         let dataType = stream.pointee.data_type
         atByteAlignedBlock = dataType & 128 != 0 && dataType & 64 == 0 && dataType & 7 == 0
+        if atByteAlignedBlock, rc == Z_OK { boundaryObserver?(position, compressedOffset, member) }
         switch rc {
         case Z_OK:
             break
@@ -209,6 +215,7 @@ final class GzipInflateStream {
             pendingZeros += UInt64(KnownZeroChunks.chunkSize)
             windowNeedsZeros = true
             zeroChunksRecognised += 1
+            boundaryObserver?(position + pendingZeros, compressedOffset, member)
             return true
         }
         atByteAlignedBlock = false  // checked: inflate the next block
@@ -259,6 +266,8 @@ final class GzipInflateStream {
         windowNeedsZeros = false
         atByteAlignedBlock = true
         phase = .deflate
+        member += 1
+        boundaryObserver?(position, compressedOffset, member)
     }
 
     /// The member's CRC-32 and length, then another member, zero padding or the end.
@@ -349,18 +358,33 @@ enum KnownZeroChunks {
     static let chunkSize = GCPTarGzWriter.chunkSize
 
     /// Level 6 (the default) first.
-    static let all: [Chunk] = {
-        let zeros = [UInt8](repeating: 0, count: chunkSize)
-        let crc = crc32(zeros)
-        return [6, 1].compactMap { level -> Chunk? in
-            guard let deflater = try? RawDeflater(level: level) else { return nil }
-            var out = [UInt8](repeating: 0, count: GzipFraming.outputCapacity(forChunkOf: chunkSize))
-            guard let n = try? zeros.withUnsafeBytes({ z in try out.withUnsafeMutableBytes { try deflater.compress(z, into: $0) } }) else {
-                return nil
+    static let all: [Chunk] = [6, 1].compactMap { compress(level: $0) }
+
+    /// `chunkSize` zeros through zlib in 64 KiB pieces (small buffers: memory stays flat).
+    private static func compress(level: Int32) -> Chunk? {
+        let piece = 64 << 10
+        let zeros = [UInt8](repeating: 0, count: piece)
+        var out = [UInt8](repeating: 0, count: 16 << 10)  // the forms are ~1 KiB and ~4.5 KiB
+        var z = z_stream()
+        guard deflateInit2_(&z, level, Z_DEFLATED, -MAX_WBITS, 8, Z_DEFAULT_STRATEGY, zlibVersion(),
+                            Int32(MemoryLayout<z_stream>.size)) == Z_OK else { return nil }
+        defer { deflateEnd(&z) }
+        var crc: UInt32 = 0
+        let ok: Bool = zeros.withUnsafeBytes { zin in out.withUnsafeMutableBytes { o in
+            z.next_out = o.baseAddress!.assumingMemoryBound(to: Bytef.self)
+            z.avail_out = UInt32(o.count)
+            for i in 0..<(chunkSize / piece) {
+                crc = crc32(zin, seed: crc)
+                z.next_in = UnsafeMutablePointer(mutating: zin.baseAddress!.assumingMemoryBound(to: Bytef.self))
+                z.avail_in = UInt32(piece)
+                let last = i == chunkSize / piece - 1
+                guard deflate(&z, last ? Z_SYNC_FLUSH : Z_NO_FLUSH) == Z_OK, z.avail_in == 0, z.avail_out > 0 else { return false }
             }
-            return Chunk(bytes: Array(out.prefix(n)), crc: crc)
-        }
-    }()
+            return true
+        } }
+        guard ok else { return nil }
+        return Chunk(bytes: Array(out.prefix(out.count - Int(z.avail_out))), crc: crc)
+    }
 
     /// crc32_combine for a chunk-long second part.
     static let combineOp: UInt = crc32_combine_gen(Int(chunkSize))

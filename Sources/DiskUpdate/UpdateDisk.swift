@@ -66,9 +66,16 @@ public enum UpdateDisk {
         // Sequential formats (tar.gz) cannot be read at random, and every look at the disk
         // (partition table, file systems, old partition, re-encoding) would decompress it
         // again: unpack it once into a sparse scratch file and read that as raw from here on.
+        // While unpacking, a tar.gz notes which compressed chunks can be copied as they are
+        // into the new archive (those outside the data partition): they are not compressed again.
+        var reusableChunks: GzipReusableChunks?
         if reader.isSequential {
+            if outputFormat == .tarGz, let tarGz = reader as? GCPTarGzReader {
+                reusableChunks = tarGz.indexReusableChunks()
+            }
             let spool = try TemporaryFile.anonymous(in: scratchDir, purpose: "the unpacked disk")
             try copyRange(reader, offset: 0, size: reader.virtualSize, to: spool)
+            reusableChunks?.waitForChecks()
             reader = RawReader(source: FileByteSource(file: spool, size: reader.virtualSize))
         }
 
@@ -108,6 +115,10 @@ public enum UpdateDisk {
         // Replacing the input is the point of update-disk; any other existing file needs --force.
         let out = try AtomicOutputFile(path: outputPath, overwrite: options.outputPath == nil || options.overwriteOutput)
         let summary: EXT4FormatSummary
+        // The output goes to disk while it is produced: the fsync in commit() then waits for
+        // the last bytes only (raw/VHD are bound by this I/O).
+        let writeback = BackgroundWriteback(file: out.descriptor)
+        defer { writeback.stop() }
         do {
             let newPartition: DiskReader
             var directSummary: EXT4FormatSummary?
@@ -122,6 +133,9 @@ public enum UpdateDisk {
             let overlay = try OverlayDiskReader(base: reader, replacing: partitionRange, with: newPartition)
             let writer = try DiskWriters.make(outputFormat, output: out.descriptor, inputVirtualSize: reader.virtualSize,
                                               options: options.writerOptions)
+            if let reusableChunks, let tarGz = writer as? GCPTarGzWriter {
+                try tarGz.reuseCompressedChunks(reusableChunks, except: partitionRange)
+            }
             let progress = ProgressReporter(label: "update-disk", total: reader.virtualSize, enabled: options.showProgress)
             try DiskConverter().convert(from: overlay, to: writer) { progress.update($0) }
             progress.finish()
@@ -129,6 +143,7 @@ public enum UpdateDisk {
                 directSummary = try rebuild(into: EXT4FileRange(file: out.descriptor, offset: partition.offset, size: partition.size))
             }
             summary = directSummary!
+            writeback.stop()
             try verify(temporary: out.temporaryPath, display: outputPath, partition: partition, filesystem: fs)
             try out.commit()
         } catch {
