@@ -2,6 +2,7 @@ import CVMSupport
 import DiskImage
 import EXT4
 import Workload
+import Dispatch
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -54,7 +55,8 @@ public enum UpdateDisk {
         if !errors.isEmpty {
             throw CVMError.invalid("\(folder.displayName): \(errors.count) error\(errors.count == 1 ? "" : "s") in the workload, nothing was written; first: \(errors[0]) (run `cvm-cli workload check \(folder.displayName)` for all)")
         }
-        let measurement = try WorkloadMeasurement.measure(folder)
+        // Hashing the workload (CPU) overlaps the disk work below.
+        let measuring = BackgroundWork { try WorkloadMeasurement.measure(folder) }
 
         // 2. The disk, its format and where the result goes.
         let source = try FileByteSource(path: path)
@@ -115,6 +117,7 @@ public enum UpdateDisk {
         // Replacing the input is the point of update-disk; any other existing file needs --force.
         let out = try AtomicOutputFile(path: outputPath, overwrite: options.outputPath == nil || options.overwriteOutput)
         let summary: EXT4FormatSummary
+        let measurement: WorkloadMeasurement
         // The output goes to disk while it is produced: the fsync in commit() then waits for
         // the last bytes only (raw/VHD are bound by this I/O).
         let writeback = BackgroundWriteback(file: out.descriptor)
@@ -137,14 +140,22 @@ public enum UpdateDisk {
                 try tarGz.reuseCompressedChunks(reusableChunks, except: partitionRange)
             }
             let progress = ProgressReporter(label: "update-disk", total: reader.virtualSize, enabled: options.showProgress)
-            try DiskConverter().convert(from: overlay, to: writer) { progress.update($0) }
-            progress.finish()
+            let encode = { try DiskConverter().convert(from: overlay, to: writer) { progress.update($0) } }
             if direct {
-                directSummary = try rebuild(into: EXT4FileRange(file: out.descriptor, offset: partition.offset, size: partition.size))
+                // The copy of the rest of the disk and the new file system write disjoint
+                // ranges of the output: both at once, on both cores.
+                let copying = BackgroundWork { _ = try encode() }
+                let built = Swift.Result { try rebuild(into: EXT4FileRange(file: out.descriptor, offset: partition.offset, size: partition.size)) }
+                try copying.wait()
+                directSummary = try built.get()
+            } else {
+                try encode()
             }
+            progress.finish()
             summary = directSummary!
             writeback.stop()
             try verify(temporary: out.temporaryPath, display: outputPath, partition: partition, filesystem: fs)
+            measurement = try measuring.wait()
             try out.commit()
         } catch {
             out.discard()
@@ -199,5 +210,25 @@ public enum UpdateDisk {
               probe == filesystem else {
             throw CVMError.io("\(display): the written disk does not read back with the data partition's file system; the original is unchanged")
         }
+    }
+}
+
+/// Work on a global-queue thread whose result (or error) is collected later.
+final class BackgroundWork<T>: @unchecked Sendable {
+    private var result: Result<T, Error>?
+    private let done = DispatchSemaphore(value: 0)
+
+    init(_ work: @escaping () throws -> T) {
+        nonisolated(unsafe) let work = work
+        DispatchQueue.global(qos: .userInitiated).async { [self] in
+            result = Result { try work() }
+            done.signal()
+        }
+    }
+
+    /// Waits for the work; its value, or rethrows its error. Call once.
+    func wait() throws -> T {
+        done.wait()
+        return try result!.get()
     }
 }
