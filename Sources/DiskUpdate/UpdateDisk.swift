@@ -144,7 +144,13 @@ public enum UpdateDisk {
             if direct {
                 // The copy of the rest of the disk and the new file system write disjoint
                 // ranges of the output: both at once, on both cores.
-                let copying = BackgroundWork { _ = try encode() }
+                let copying = BackgroundWork {
+                    _ = try encode()
+                    // The input is replaced at the end, and dropping its cached pages then
+                    // (on the last close) takes a while: drop those already read now, here,
+                    // while the file system is still being built.
+                    if options.outputPath == nil { dropCachedPages(of: path, except: partitionRange) }
+                }
                 let built = Swift.Result { try rebuild(into: EXT4FileRange(file: out.descriptor, offset: partition.offset, size: partition.size)) }
                 try copying.wait()
                 directSummary = try built.get()
@@ -199,6 +205,15 @@ public enum UpdateDisk {
                 try file.write(UnsafeRawBufferPointer(slice), at: pos)
             }
             pos += UInt64(n)
+        }
+    }
+
+    /// Asks the kernel to forget the clean cached pages of `path` outside `except` (they are
+    /// not read again). Only a hint: failures change nothing.
+    static func dropCachedPages(of path: String, except: Range<UInt64>) {
+        guard let file = try? FileDescriptor.openForReading(path), let size = try? file.size() else { return }
+        for range in [0..<min(except.lowerBound, size), min(except.upperBound, size)..<size] where !range.isEmpty {
+            _ = posix_fadvise(file.fd, off_t(range.lowerBound), off_t(range.count), POSIX_FADV_DONTNEED)
         }
     }
 
