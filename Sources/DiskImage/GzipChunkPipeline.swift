@@ -160,14 +160,16 @@ final class GzipChunkPipeline {
             checksum.append(crc: slot.crc, length: UInt64(slot.inputCount))
             freeSlots.append(slot)
         case .copy(let source, let range, let crc):
-            let buffer = copyBuffer ?? UnsafeMutableRawBufferPointer.allocate(byteCount: GzipFraming.outputCapacity(forChunkOf: chunkSize), alignment: 64)
+            // In small pieces: the sink buffers them anyway (memory stays flat).
+            let buffer = copyBuffer ?? UnsafeMutableRawBufferPointer.allocate(byteCount: 64 << 10, alignment: 64)
             copyBuffer = buffer
-            guard range.count <= buffer.count else {
-                throw CVMError.io("internal error: a compressed chunk of \(range.count) bytes exceeds \(buffer.count)")
+            var at = range.lowerBound
+            while at < range.upperBound {
+                let bytes = UnsafeMutableRawBufferPointer(rebasing: buffer[0..<Int(min(UInt64(buffer.count), range.upperBound - at))])
+                try source.read(into: bytes, at: at)
+                try sink.append(UnsafeRawBufferPointer(bytes))
+                at += UInt64(bytes.count)
             }
-            let bytes = UnsafeMutableRawBufferPointer(rebasing: buffer[0..<range.count])
-            try source.read(into: bytes, at: range.lowerBound)
-            try sink.append(UnsafeRawBufferPointer(bytes))
             checksum.append(crc: crc, length: UInt64(chunkSize))
         case .zeroChunks(let count):
             let zero = try compressedZeroChunk()

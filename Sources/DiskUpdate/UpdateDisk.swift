@@ -55,8 +55,6 @@ public enum UpdateDisk {
         if !errors.isEmpty {
             throw CVMError.invalid("\(folder.displayName): \(errors.count) error\(errors.count == 1 ? "" : "s") in the workload, nothing was written; first: \(errors[0]) (run `cvm-cli workload check \(folder.displayName)` for all)")
         }
-        // Hashing the workload (CPU) overlaps the disk work below.
-        let measuring = BackgroundWork { try WorkloadMeasurement.measure(folder) }
 
         // 2. The disk, its format and where the result goes.
         let source = try FileByteSource(path: path)
@@ -112,6 +110,10 @@ public enum UpdateDisk {
         }
         let partitionRange = partition.offset..<(partition.offset + partition.size)
         let direct = outputFormat == .raw || outputFormat == .vhd
+        // raw/VHD are bound by disk I/O: hashing the workload (CPU) overlaps it. The others
+        // are bound by CPU, and a thread's own heap would only add to the peak memory.
+        let measuring = direct ? BackgroundWork { try WorkloadMeasurement.measure(folder) }
+                               : BackgroundWork.finished(try WorkloadMeasurement.measure(folder))
 
         // 6. Re-encode the disk with the new partition in place, atomically.
         // Replacing the input is the point of update-disk; any other existing file needs --force.
@@ -122,7 +124,9 @@ public enum UpdateDisk {
         // the last bytes only (raw/VHD are bound by this I/O).
         let writeback = BackgroundWriteback(file: out.descriptor)
         defer { writeback.stop() }
-        do {
+        // Encoding (writer buffers and all) ends before the output is re-read: the peak
+        // memory is one of the two, not both.
+        func encodeWithNewPartition() throws -> EXT4FormatSummary {
             let newPartition: DiskReader
             var directSummary: EXT4FormatSummary?
             if direct {
@@ -158,7 +162,10 @@ public enum UpdateDisk {
                 try encode()
             }
             progress.finish()
-            summary = directSummary!
+            return directSummary!
+        }
+        do {
+            summary = try encodeWithNewPartition()
             writeback.stop()
             try verify(temporary: out.temporaryPath, display: outputPath, partition: partition, filesystem: fs)
             measurement = try measuring.wait()
@@ -240,6 +247,14 @@ final class BackgroundWork<T>: @unchecked Sendable {
             done.signal()
         }
     }
+
+    private init(result: Result<T, Error>) {
+        self.result = result
+        done.signal()
+    }
+
+    /// Already done: `value` (no thread).
+    static func finished(_ value: T) -> BackgroundWork { BackgroundWork(result: .success(value)) }
 
     /// Waits for the work; its value, or rethrows its error. Call once.
     func wait() throws -> T {
