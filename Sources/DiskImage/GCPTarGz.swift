@@ -32,6 +32,29 @@ public final class GCPTarGzReader: DiskReader {
 
     deinit { scratch.deallocate() }
 
+    /// From now on, notes which 1 MiB disk chunks the stream passes can be copied compressed
+    /// into a new archive (see `GzipReusableChunks`); read the disk in ascending order, then
+    /// call `waitForChecks()` on the result. Nil for sparse members (their data is not laid
+    /// out by disk offset).
+    public func indexReusableChunks() -> GzipReusableChunks? {
+        guard member.sparseMap == nil else { return nil }
+        let chunkSize = GCPTarGzWriter.chunkSize
+        let index = GzipReusableChunks(source: source, chunkSize: chunkSize)
+        let dataOffset = member.dataOffset, dataEnd = member.dataEnd
+        var last: (chunk: UInt64, offset: UInt64, member: Int, zeros: UInt64)?
+        stream.boundaryObserver = { [unowned stream] position, offset, gzipMember in
+            guard position >= dataOffset, (position - dataOffset) % UInt64(chunkSize) == 0 else { return }
+            let chunk = (position - dataOffset) / UInt64(chunkSize)
+            let zeros = stream.zeroChunksRecognised
+            if let l = last, l.chunk + 1 == chunk, l.member == gzipMember, position <= dataEnd,
+               zeros == l.zeros {  // a recognised zero chunk needs no copy: the writer has its own
+                index.propose(index: Int(l.chunk), range: l.offset..<offset)
+            }
+            last = (chunk, offset, gzipMember, zeros)
+        }
+        return index
+    }
+
     public func storedRanges() throws -> [Range<UInt64>] {
         // Nothing stored means nothing will be read: check the archive's end now.
         if member.storedSize == 0 { try checkArchiveEnd() }
@@ -147,6 +170,8 @@ public final class GCPTarGzWriter: DiskWriter {
     /// Next byte of the member data to be compressed; always a multiple of `chunkSize`.
     private var dataPosition: UInt64 = 0
     private var finished = false
+    private var reusable: GzipReusableChunks?
+    private var reusableExcept: Range<UInt64> = 0..<0
 
     static let chunkSize = 1 << 20
     private static let blocksPerChunk = chunkSize / DiskGeometry.blockSize
@@ -178,6 +203,19 @@ public final class GCPTarGzWriter: DiskWriter {
         try header.withUnsafeBytes { try chunks.submit($0) }
     }
 
+    /// Copies the compressed bytes of chunks `chunks` has verified instead of compressing
+    /// them again, for every chunk not overlapping `except` (disk bytes that changed). The
+    /// caller guarantees the disk it writes equals the one `chunks` was read from outside
+    /// `except`. The output then depends on how the input was compressed (still the same
+    /// bytes for the same input).
+    public func reuseCompressedChunks(_ chunks: GzipReusableChunks, except: Range<UInt64>) throws {
+        guard chunks.chunkSize == Self.chunkSize else {
+            throw CVMError.io("internal error: reusable chunks of \(chunks.chunkSize) bytes, the writer's are \(Self.chunkSize)")
+        }
+        reusable = chunks
+        reusableExcept = except
+    }
+
     public func write(_ piece: DataPiece) throws {
         try checkOrder(offset: piece.offset, length: UInt64(piece.bytes.count))
         let count = piece.bytes.count
@@ -187,6 +225,8 @@ public final class GCPTarGzWriter: DiskWriter {
             let end = min(start + Self.chunkSize, count)
             if chunkIsZero(piece, chunk: chunk, length: end - start) {
                 try chunks.submitZeroChunks(1)
+            } else if end - start == Self.chunkSize, let reused = reusableChunk(at: dataPosition) {
+                try chunks.submitCompressed(from: reusable!.source, range: reused.range, crc: reused.crc)
             } else {
                 // A last piece that ends inside a chunk is padded with zeros (the GiB padding).
                 try chunks.submit(UnsafeRawBufferPointer(rebasing: piece.bytes[start..<end]), paddedTo: Self.chunkSize)
@@ -222,6 +262,13 @@ public final class GCPTarGzWriter: DiskWriter {
         try sink.flush()
         try sink.file?.truncate(to: sink.position)
         finished = true
+    }
+
+    private func reusableChunk(at diskOffset: UInt64) -> GzipReusableChunks.Chunk? {
+        guard let reusable else { return nil }
+        let end = diskOffset + UInt64(Self.chunkSize)
+        if diskOffset < reusableExcept.upperBound, end > reusableExcept.lowerBound { return nil }
+        return reusable.chunk(Int(diskOffset / UInt64(Self.chunkSize)))
     }
 
     /// Pieces must arrive in order, on chunk boundaries, and stay inside the disk.

@@ -47,6 +47,8 @@ final class GzipChunkPipeline {
     private enum Pending {
         case chunk(Slot)
         case zeroChunks(UInt64)
+        /// Already compressed bytes to copy from a file (see `GzipReusableChunks`).
+        case copy(ByteSource, Range<UInt64>, crc: UInt32)
     }
 
     let chunkSize: Int
@@ -59,6 +61,7 @@ final class GzipChunkPipeline {
     /// Chunks submitted but not yet written, oldest first.
     private var pending: [Pending] = []
     private var zeroChunk: (bytes: [UInt8], crc: UInt32)?
+    private var copyBuffer: UnsafeMutableRawBufferPointer?
     /// CRC-32 and length of everything written so far.
     private(set) var checksum = GzipChecksum()
 
@@ -71,6 +74,8 @@ final class GzipChunkPipeline {
         // Enough for one 8 MiB piece compressing while the next is submitted.
         maxSlots = parallel ? 4 + 2 * threads : 1
     }
+
+    deinit { copyBuffer?.deallocate() }
 
     /// Compresses `data` (at most `chunkSize` bytes) followed by zeros up to `paddedLength`.
     func submit(_ data: UnsafeRawBufferPointer, paddedTo paddedLength: Int? = nil) throws {
@@ -105,6 +110,15 @@ final class GzipChunkPipeline {
             pending.append(.zeroChunks(count))
         }
         try writeFinishedChunks()
+    }
+
+    /// Appends one chunk of `chunkSize` bytes whose independent, sync-flushed compressed form
+    /// is `range` of `source` (its decompressed CRC-32 is `crc`).
+    func submitCompressed(from source: ByteSource, range: Range<UInt64>, crc: UInt32) throws {
+        pending.append(.copy(source, range, crc: crc))
+        try writeFinishedChunks()
+        // Copies queue behind a chunk still compressing; they are cheap, but bound them.
+        while pending.count > 64 { try writeOldest() }
     }
 
     /// Waits for every submitted chunk and writes it.
@@ -145,6 +159,18 @@ final class GzipChunkPipeline {
             try sink.append(UnsafeRawBufferPointer(rebasing: slot.output[0..<slot.outputCount]))
             checksum.append(crc: slot.crc, length: UInt64(slot.inputCount))
             freeSlots.append(slot)
+        case .copy(let source, let range, let crc):
+            // In small pieces: the sink buffers them anyway (memory stays flat).
+            let buffer = copyBuffer ?? UnsafeMutableRawBufferPointer.allocate(byteCount: 64 << 10, alignment: 64)
+            copyBuffer = buffer
+            var at = range.lowerBound
+            while at < range.upperBound {
+                let bytes = UnsafeMutableRawBufferPointer(rebasing: buffer[0..<Int(min(UInt64(buffer.count), range.upperBound - at))])
+                try source.read(into: bytes, at: at)
+                try sink.append(UnsafeRawBufferPointer(bytes))
+                at += UInt64(bytes.count)
+            }
+            checksum.append(crc: crc, length: UInt64(chunkSize))
         case .zeroChunks(let count):
             let zero = try compressedZeroChunk()
             for _ in 0..<count {

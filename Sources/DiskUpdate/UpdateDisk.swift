@@ -2,6 +2,7 @@ import CVMSupport
 import DiskImage
 import EXT4
 import Workload
+import Dispatch
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -54,7 +55,6 @@ public enum UpdateDisk {
         if !errors.isEmpty {
             throw CVMError.invalid("\(folder.displayName): \(errors.count) error\(errors.count == 1 ? "" : "s") in the workload, nothing was written; first: \(errors[0]) (run `cvm-cli workload check \(folder.displayName)` for all)")
         }
-        let measurement = try WorkloadMeasurement.measure(folder)
 
         // 2. The disk, its format and where the result goes.
         let source = try FileByteSource(path: path)
@@ -66,9 +66,16 @@ public enum UpdateDisk {
         // Sequential formats (tar.gz) cannot be read at random, and every look at the disk
         // (partition table, file systems, old partition, re-encoding) would decompress it
         // again: unpack it once into a sparse scratch file and read that as raw from here on.
+        // While unpacking, a tar.gz notes which compressed chunks can be copied as they are
+        // into the new archive (those outside the data partition): they are not compressed again.
+        var reusableChunks: GzipReusableChunks?
         if reader.isSequential {
+            if outputFormat == .tarGz, let tarGz = reader as? GCPTarGzReader {
+                reusableChunks = tarGz.indexReusableChunks()
+            }
             let spool = try TemporaryFile.anonymous(in: scratchDir, purpose: "the unpacked disk")
             try copyRange(reader, offset: 0, size: reader.virtualSize, to: spool)
+            reusableChunks?.waitForChecks()
             reader = RawReader(source: FileByteSource(file: spool, size: reader.virtualSize))
         }
 
@@ -103,12 +110,23 @@ public enum UpdateDisk {
         }
         let partitionRange = partition.offset..<(partition.offset + partition.size)
         let direct = outputFormat == .raw || outputFormat == .vhd
+        // raw/VHD are bound by disk I/O: hashing the workload (CPU) overlaps it. The others
+        // are bound by CPU, and a thread's own heap would only add to the peak memory.
+        let measuring = direct ? BackgroundWork { try WorkloadMeasurement.measure(folder) }
+                               : BackgroundWork.finished(try WorkloadMeasurement.measure(folder))
 
         // 6. Re-encode the disk with the new partition in place, atomically.
         // Replacing the input is the point of update-disk; any other existing file needs --force.
         let out = try AtomicOutputFile(path: outputPath, overwrite: options.outputPath == nil || options.overwriteOutput)
         let summary: EXT4FormatSummary
-        do {
+        let measurement: WorkloadMeasurement
+        // The output goes to disk while it is produced: the fsync in commit() then waits for
+        // the last bytes only (raw/VHD are bound by this I/O).
+        let writeback = BackgroundWriteback(file: out.descriptor)
+        defer { writeback.stop() }
+        // Encoding (writer buffers and all) ends before the output is re-read: the peak
+        // memory is one of the two, not both.
+        func encodeWithNewPartition() throws -> EXT4FormatSummary {
             let newPartition: DiskReader
             var directSummary: EXT4FormatSummary?
             if direct {
@@ -122,14 +140,35 @@ public enum UpdateDisk {
             let overlay = try OverlayDiskReader(base: reader, replacing: partitionRange, with: newPartition)
             let writer = try DiskWriters.make(outputFormat, output: out.descriptor, inputVirtualSize: reader.virtualSize,
                                               options: options.writerOptions)
-            let progress = ProgressReporter(label: "update-disk", total: reader.virtualSize, enabled: options.showProgress)
-            try DiskConverter().convert(from: overlay, to: writer) { progress.update($0) }
-            progress.finish()
-            if direct {
-                directSummary = try rebuild(into: EXT4FileRange(file: out.descriptor, offset: partition.offset, size: partition.size))
+            if let reusableChunks, let tarGz = writer as? GCPTarGzWriter {
+                try tarGz.reuseCompressedChunks(reusableChunks, except: partitionRange)
             }
-            summary = directSummary!
+            let progress = ProgressReporter(label: "update-disk", total: reader.virtualSize, enabled: options.showProgress)
+            let encode = { try DiskConverter().convert(from: overlay, to: writer) { progress.update($0) } }
+            if direct {
+                // The copy of the rest of the disk and the new file system write disjoint
+                // ranges of the output: both at once, on both cores.
+                let copying = BackgroundWork {
+                    _ = try encode()
+                    // The input is replaced at the end, and dropping its cached pages then
+                    // (on the last close) takes a while: drop those already read now, here,
+                    // while the file system is still being built.
+                    if options.outputPath == nil { dropCachedPages(of: path, except: partitionRange) }
+                }
+                let built = Swift.Result { try rebuild(into: EXT4FileRange(file: out.descriptor, offset: partition.offset, size: partition.size)) }
+                try copying.wait()
+                directSummary = try built.get()
+            } else {
+                try encode()
+            }
+            progress.finish()
+            return directSummary!
+        }
+        do {
+            summary = try encodeWithNewPartition()
+            writeback.stop()
             try verify(temporary: out.temporaryPath, display: outputPath, partition: partition, filesystem: fs)
+            measurement = try measuring.wait()
             try out.commit()
         } catch {
             out.discard()
@@ -176,6 +215,15 @@ public enum UpdateDisk {
         }
     }
 
+    /// Asks the kernel to forget the clean cached pages of `path` outside `except` (they are
+    /// not read again). Only a hint: failures change nothing.
+    static func dropCachedPages(of path: String, except: Range<UInt64>) {
+        guard let file = try? FileDescriptor.openForReading(path), let size = try? file.size() else { return }
+        for range in [0..<min(except.lowerBound, size), min(except.upperBound, size)..<size] where !range.isEmpty {
+            _ = posix_fadvise(file.fd, off_t(range.lowerBound), off_t(range.count), POSIX_FADV_DONTNEED)
+        }
+    }
+
     /// Re-reads the finished temporary output: it must parse in its format, keep the GPT and
     /// hold the data partition's ext4 with the same UUID and label.
     static func verify(temporary: String, display: String, partition: GPT.Partition, filesystem: FilesystemProbe) throws {
@@ -184,5 +232,33 @@ public enum UpdateDisk {
               probe == filesystem else {
             throw CVMError.io("\(display): the written disk does not read back with the data partition's file system; the original is unchanged")
         }
+    }
+}
+
+/// Work on a global-queue thread whose result (or error) is collected later.
+final class BackgroundWork<T>: @unchecked Sendable {
+    private var result: Result<T, Error>?
+    private let done = DispatchSemaphore(value: 0)
+
+    init(_ work: @escaping () throws -> T) {
+        nonisolated(unsafe) let work = work
+        DispatchQueue.global(qos: .userInitiated).async { [self] in
+            result = Result { try work() }
+            done.signal()
+        }
+    }
+
+    private init(result: Result<T, Error>) {
+        self.result = result
+        done.signal()
+    }
+
+    /// Already done: `value` (no thread).
+    static func finished(_ value: T) -> BackgroundWork { BackgroundWork(result: .success(value)) }
+
+    /// Waits for the work; its value, or rethrows its error. Call once.
+    func wait() throws -> T {
+        done.wait()
+        return try result!.get()
     }
 }
