@@ -75,6 +75,7 @@ let package = Package(
         // Azure: page blob upload of a disk as a fixed VHD (SharedKey); ARM calls later.
         .target(name: "AzureProvider", dependencies: [
             "CVMSupport", "CVMCrypto", "CloudAuth", "Transport", "DiskImage", .product(name: "Logging", package: "swift-log"),
+            "CVMMatrix", "Deploy",
         ]),
 
         // MARK: executables
@@ -111,8 +112,14 @@ let package = Package(
         .testTarget(name: "GCPProviderTests", dependencies: [
             "GCPProvider", "CloudAuth", "Transport", "DiskImage", "CVMCrypto", "CVMSupport", "CVMTestData"
         ], exclude: ["Scripts"]),
+        // The SharedKey-checking page-blob endpoint and its scripts: shared by the Azure tests.
+        .target(name: "AzureTestSupport", dependencies: ["CVMCrypto", "CVMSupport"], path: "Tests/AzureTestSupport",
+                exclude: ["Scripts"]),
         .testTarget(name: "AzureProviderTests", dependencies: [
-            "AzureProvider", "CloudAuth", "Transport", "DiskImage", "CVMCrypto", "CVMSupport",
+            "AzureProvider", "CloudAuth", "Transport", "DiskImage", "CVMCrypto", "CVMSupport", "AzureTestSupport",
+        ]),
+        .testTarget(name: "DeployAzureTests", dependencies: [
+            "AzureProvider", "AzureTestSupport", "CVMTestData", "CVMMatrix", "Deploy", "DiskImage", "CVMCrypto", "CVMSupport",
         ], exclude: ["Scripts"]),
     ]
 )

@@ -8,7 +8,7 @@ struct CleanupCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "cleanup",
         abstract: "Delete what a deploy created for a VM (from its artifact, or its tags when that is gone).",
-        subcommands: [CleanupAWSCommand.self]
+        subcommands: [CleanupAWSCommand.self, CleanupAzureCommand.self]
     )
 }
 
