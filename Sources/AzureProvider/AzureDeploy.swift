@@ -44,7 +44,10 @@ public enum AzureDeploy {
         let plan = DeployPlan()
         let (arm, makeClient) = try clients(subscription: subscription, dryRun: request.dryRun, plan: plan,
                                             environment: environment, options: options, verbose: verbose)
-        let base = try AzureDeployer.checkBase(arm: arm, target: target, location: location)
+        let base = try AzureDeployer.checkBase(arm: arm, target: target, location: location) { region in
+            _ = try matrix.check(cloud: .azure, vmType: request.vmType, region: region, tee: request.tee,
+                                 allowUnlisted: request.allowUnlisted)
+        }
         var request = request
         request.region = base.location
         let deployer = AzureDeployer(arm: arm, target: target, environment: environment, home: home,

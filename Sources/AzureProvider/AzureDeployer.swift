@@ -109,7 +109,8 @@ public final class AzureDeployer: CloudDeployer, @unchecked Sendable {
 
     /// Reads the three (the region defaults to the resource group's); with `createMissing`
     /// records which are missing, else fails naming the first one missing.
-    static func checkBase(arm: ARMClient, target: AzureDeployTarget, location: String?) throws -> (location: String, missing: [String]) {
+    static func checkBase(arm: ARMClient, target: AzureDeployTarget, location: String?,
+                          checkRegion: (String) throws -> Void = { _ in }) throws -> (location: String, missing: [String]) {
         let n = Names(sub: arm.subscriptionPath, target: target, vm: "x")
         var missing: [String] = []
         let rg = try arm.get(n.resourceGroup, apiVersion: API.resourceGroups)
@@ -126,6 +127,7 @@ public final class AzureDeployer: CloudDeployer, @unchecked Sendable {
             region = location
             missing.append("resource_group")
         }
+        try checkRegion(region)
         let sa = rg == nil ? nil : try arm.get(n.storageAccount, apiVersion: API.storage)
         if let sa {
             let saRegion = sa["location"] as? String ?? ""

@@ -13,7 +13,8 @@ takes `polls` polls to finish. Deleting something still in use fails as ARM does
 public IP/NSG of a NIC, gallery with images, ...), so the cleanup order is checked too.
 
 Admin endpoints (no auth): GET /_admin/state, GET /_admin/stats, POST /_admin/config (JSON:
-polls, retry_after, throttle_every, poll_503_every, expires_in), POST /_admin/check (JSON
+polls, retry_after, throttle_every, poll_503_every, expires_in), GET /_admin/tokens (issued),
+POST /_admin/seed (a resource made elsewhere), POST /_admin/check (JSON
 {"type": ..., "body": ...} → the checker's verdict, to prove it rejects bad bodies).
 
 usage: arm_server.py PORT TENANT CLIENT_ID CLIENT_SECRET SUBSCRIPTION BLOB_ENDPOINT STORAGE_KEY
@@ -30,7 +31,7 @@ PORT, TENANT, CLIENT_ID, CLIENT_SECRET, SUB, BLOB_ENDPOINT, STORAGE_KEY = sys.ar
 PORT = int(PORT)
 SCOPE = "https://management.azure.com/.default"
 
-lock = threading.Lock()
+lock = threading.RLock()
 tokens = set()
 resources = {}      # lower-case id -> dict (the resource as GET shows it)
 operations = {}     # op id -> {"left": polls, "done": callable, "status": ..., "result": id or None}
@@ -457,6 +458,14 @@ class Handler(BaseHTTPRequestHandler):
         if path == "/_admin/config":
             config.update(json.loads(raw or b"{}"))
             return self.answer(200, config)
+        if path == "/_admin/tokens":
+            with lock:
+                return self.answer(200, {"tokens": sorted(tokens)})
+        if path == "/_admin/seed":   # a resource made outside this tool (portal, az)
+            r = json.loads(raw)
+            with lock:
+                resources[r["id"].lower()] = r
+            return self.answer(200, r)
         if path == "/_admin/check":
             req = json.loads(raw)
             return self.answer(200, {"problem": check_body(req["type"], req["body"])})
