@@ -122,8 +122,6 @@ final class DeployAzureTests: XCTestCase {
     func testBodyCheckerRejectsUnknownAndMissingProperties() throws {
         let bad = try admin("/_admin/check", ["type": "virtualMachines", "body": ["location": "eastus", "properties": ["hardwareProfile": ["vmSize": "x"], "securityProfil": [:]]]])
         XCTAssertNotNil(bad["problem"] as? String, "an unknown property must be refused")
-        let missing = try admin("/_admin/check", ["type": "networkSecurityGroups", "body": ["properties": [:]]])
-        XCTAssertNil(missing["problem"] as? String)  // NSG location is optional in the model
         let noLocation = try admin("/_admin/check", ["type": "galleries", "body": ["properties": [:]]])
         XCTAssertNotNil(noLocation["problem"] as? String, "a missing required location must be refused")
         let ok = try admin("/_admin/check", ["type": "publicIPAddresses", "body": ["location": "eastus", "sku": ["name": "Standard"], "properties": ["publicIPAllocationMethod": "Static"]]])

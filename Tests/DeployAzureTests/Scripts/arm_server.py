@@ -277,7 +277,8 @@ class Handler(BaseHTTPRequestHandler):
             with lock:
                 r = resources.get(op["result"] or "")
             return self.answer(200, r) if r else self.answer(204)
-        return self.answer(200, {"status": "InProgress" if running else "Succeeded", "name": parts[2]})
+        return self.answer(200, {"status": "InProgress" if running else "Succeeded", "name": parts[2]},
+                           [("Retry-After", config["retry_after"])] if running else [])
 
     # MARK: PUT
 
