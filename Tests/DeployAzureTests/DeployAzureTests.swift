@@ -49,7 +49,8 @@ final class DeployAzureTests: XCTestCase {
         if let e = Self.startError { throw e }
         work = FileManager.default.temporaryDirectory.appendingPathComponent("cvm-deploy-azure-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: work, withIntermediateDirectories: true)
-        try config(["polls": 2, "retry_after": "0", "throttle_every": 0, "poll_503_every": 0])
+        try config(["polls": 2, "retry_after": "0", "throttle_every": 0, "poll_503_every": 0,
+                    "blob_endpoint": "\(Self.blobs!.endpoint)/\(Self.blobs!.account)/"])
     }
 
     override func tearDownWithError() throws {
@@ -288,6 +289,34 @@ final class DeployAzureTests: XCTestCase {
         XCTAssertNotEqual(snp.status, 0)
         XCTAssertTrue(snp.stderr.contains("not in location 'eastus2'"), snp.stderr)
         try assertNoSecrets([wrong.stdout, wrong.stderr, noSA.stderr, far.stderr, snp.stderr])
+    }
+
+    func testFaultsOnPagesAndARMAreRidden() throws {
+        let disk = try makeDisk()
+        let (proxy, process) = try Self.blobs!.startFaultProxy()
+        defer { process.terminate(); process.waitUntilExit() }
+        // Storage endpoint behind 503/429/cut-connection faults; ARM throttles every 5th request
+        // and fails every 3rd status poll with 503 + Retry-After; operations take 3 polls.
+        try config(["blob_endpoint": "\(proxy)/\(Self.blobs!.account)/", "polls": 3, "throttle_every": 5, "poll_503_every": 3])
+        let run = try cli(["deploy-azure", "--disk", disk, "--vm_name", "cvm-faults", "--location", "westeurope",
+                           "--vm_type", "Standard_DC4es_v5", "--create-missing", "--json"] + base("rg-faults"))
+        XCTAssertEqual(run.status, 0, run.stderr)
+        let json = try JSONSerialization.jsonObject(with: Data(run.stdout.utf8)) as! [String: Any]
+        XCTAssertEqual((json["artifact"] as! [String: Any])["tee"] as? String, "TDX")
+        let s = try stats()
+        XCTAssertGreaterThan(s["throttled"] as? Int ?? 0, 0)
+        XCTAssertEqual((s["rejected"] as? [String]) ?? [], [])
+        let faults = try Self.blobs!.getJSON(proxy + "/_proxy/stats")
+        XCTAssertFalse(faults.isEmpty, "the proxy injected no fault")
+        let back = work.appendingPathComponent("back.vhd").path
+        _ = try Self.blobs!.download(container: "vhds", blob: "cvm-faults.vhd", to: back)
+        XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: back)).prefix(3 << 20), try Data(contentsOf: URL(fileURLWithPath: disk)))
+        try config(["throttle_every": 0, "poll_503_every": 0])
+        let all = try cli(["cleanup", "azure", "--vm_name", "cvm-faults", "--all"])
+        XCTAssertEqual(all.status, 0, all.stderr)
+        let left = try resources()
+        XCTAssertTrue(left.filter { $0.contains("/resourceGroups/rg-faults") }.isEmpty, "--all removes what --create-missing made: \(left)")
+        try assertNoSecrets([run.stdout, run.stderr, all.stdout, all.stderr])
     }
 
     // MARK: fixtures

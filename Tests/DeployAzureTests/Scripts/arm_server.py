@@ -13,7 +13,7 @@ takes `polls` polls to finish. Deleting something still in use fails as ARM does
 public IP/NSG of a NIC, gallery with images, ...), so the cleanup order is checked too.
 
 Admin endpoints (no auth): GET /_admin/state, GET /_admin/stats, POST /_admin/config (JSON:
-polls, retry_after, throttle_every, poll_503_every, expires_in), GET /_admin/tokens (issued),
+blob_endpoint (e.g. a fault proxy), polls, retry_after, throttle_every, poll_503_every, expires_in), GET /_admin/tokens (issued),
 POST /_admin/seed (a resource made elsewhere), POST /_admin/check (JSON
 {"type": ..., "body": ...} → the checker's verdict, to prove it rejects bad bodies).
 
@@ -35,7 +35,7 @@ lock = threading.RLock()
 tokens = set()
 resources = {}      # lower-case id -> dict (the resource as GET shows it)
 operations = {}     # op id -> {"left": polls, "done": callable, "status": ..., "result": id or None}
-config = {"polls": 2, "retry_after": "0", "throttle_every": 0, "poll_503_every": 0, "expires_in": 3599}
+config = {"blob_endpoint": BLOB_ENDPOINT, "polls": 2, "retry_after": "0", "throttle_every": 0, "poll_503_every": 0, "expires_in": 3599}
 stats = {"requests": 0, "tokens": 0, "token_refusals": 0, "auth_failures": 0, "rejected": [], "mutations": 0,
          "polls": 0, "throttled": 0, "ops": {}, "bodies": []}
 ip_counter = [10]
@@ -305,7 +305,7 @@ class Handler(BaseHTTPRequestHandler):
         props["provisioningState"] = "Creating" if not existed else "Updating"
         resource["properties"] = props
         if kind == "storageAccounts":
-            props["primaryEndpoints"] = {"blob": BLOB_ENDPOINT}
+            props["primaryEndpoints"] = {"blob": config["blob_endpoint"]}
             props.pop("provisioningState")
         if kind == "publicIPAddresses":
             old = resources.get(key)
@@ -371,7 +371,7 @@ class Handler(BaseHTTPRequestHandler):
             src = prop(body, "properties", "storageProfile", "osDiskImage", "source") or {}
             if not exists(src.get("storageAccountId")):
                 return f"storageAccountId {src.get('storageAccountId')} does not exist"
-            if not str(src.get("uri", "")).startswith(BLOB_ENDPOINT):
+            if not str(src.get("uri", "")).startswith(config["blob_endpoint"]):
                 return f"source uri {src.get('uri')} is not in the storage account"
             feats = prop(resources[image], "properties", "features") or []
             if {"name": "SecurityType", "value": "TrustedLaunchAndConfidentialVmSupported"} not in feats:
