@@ -231,6 +231,7 @@ final class DeployAzureTests: XCTestCase {
     func testDryRunMutatesNothingAndNamesEachOperation() throws {
         let disk = try makeDisk()
         let before = try stats()["mutations"] as! Int
+        let tokensBefore = try stats()["tokens"] as! Int
         let pages = (try Self.blobs!.stats()["ops"] as? [String: Int]) ?? [:]
         let dry = try cli(["deploy-azure", "--disk", disk, "--vm_name", "cvm-dry", "--location", "westeurope",
                            "--vm_type", "Standard_DC2es_v5", "--create-missing", "--dry-run"] + base("rg-dry"))
@@ -242,7 +243,16 @@ final class DeployAzureTests: XCTestCase {
             XCTAssertTrue(dry.stdout.contains(op), "\(op) not in the plan: \(dry.stdout)")
         }
         XCTAssertEqual(try stats()["mutations"] as? Int, before)
+        XCTAssertEqual(try stats()["tokens"] as? Int, tokensBefore + 1, "one token, cached, for the whole run")
         XCTAssertEqual((try Self.blobs!.stats()["ops"] as? [String: Int]) ?? [:], pages)
+        // A token about to expire (under 5 minutes left) is fetched again before the next call.
+        try config(["expires_in": 200])
+        defer { try? config(["expires_in": 3599]) }
+        let again = try cli(["deploy-azure", "--disk", disk, "--vm_name", "cvm-dry", "--location", "westeurope",
+                             "--vm_type", "Standard_DC2es_v5", "--create-missing", "--dry-run"] + base("rg-dry"))
+        XCTAssertEqual(again.status, 0, again.stderr)
+        XCTAssertGreaterThan(try stats()["tokens"] as! Int, tokensBefore + 2, "short-lived tokens are refreshed")
+        XCTAssertEqual(try stats()["mutations"] as? Int, before)
         XCTAssertFalse(FileManager.default.fileExists(atPath: work.appendingPathComponent("_artifacts/azure_cvm-dry.json").path))
         try assertNoSecrets([dry.stdout, dry.stderr])
     }
