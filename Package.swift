@@ -120,6 +120,7 @@ let package = Package(
         ]),
         .testTarget(name: "DeployAzureTests", dependencies: [
             "AzureProvider", "AzureTestSupport", "CVMTestData", "CVMMatrix", "Deploy", "DiskImage", "CVMCrypto", "CVMSupport",
+            "CloudAuth", "Transport",
         ], exclude: ["Scripts"]),
     ]
 )
