@@ -179,13 +179,27 @@ public final class ARMClient: @unchecked Sendable {
         } else if !answer.json.isEmpty, !Self.isProvisioning(answer.json) {
             return answer.json
         }
-        guard let final = try get(path, apiVersion: apiVersion) else {
-            throw CVMError.io("ARM PUT \(path): the operation succeeded but the resource cannot be read back")
+        // Without an operation to follow, the resource's own provisioningState tells when it is done.
+        let start = monotonicSeconds()
+        var pause = pollInterval.first
+        while true {
+            guard let final = try get(path, apiVersion: apiVersion) else {
+                throw CVMError.io("ARM PUT \(path): the operation succeeded but the resource cannot be read back")
+            }
+            if let state = Self.provisioningState(final), state == "Failed" || state == "Canceled" {
+                throw CVMError.io("ARM PUT \(path): provisioningState \(state)")
+            }
+            if !Self.isProvisioning(final) { return final }
+            let elapsed = monotonicSeconds() - start
+            if elapsed + pause > operationDeadline {
+                throw CVMError.io("ARM PUT \(path): still provisioning after \(Int(elapsed)) s (deadline \(Int(operationDeadline)) s); rerun to pick up from there")
+            }
+            if let cancelled = client.configuration.isCancelled, cancelled() {
+                throw CVMError(.interrupted, "interrupted while waiting for ARM PUT \(path); rerun to pick up from there")
+            }
+            Thread.sleep(forTimeInterval: pause)
+            pause = min(pause * 2, pollInterval.maximum)
         }
-        if let state = Self.provisioningState(final), state == "Failed" {
-            throw CVMError.io("ARM PUT \(path): provisioningState Failed")
-        }
-        return final
     }
 
     /// DELETE and wait; false when there was nothing to delete. In a dry run, records the call

@@ -141,6 +141,9 @@ public final class AzureDeployer: CloudDeployer, @unchecked Sendable {
             missing.append("storage_account")
         }
         let gallery = rg == nil ? nil : try arm.get(n.gallery, apiVersion: API.galleries)
+        if let gallery, let galleryRegion = gallery["location"] as? String, normalized(galleryRegion) != normalized(region) {
+            throw CVMError.usage("gallery '\(target.gallery)' is in \(galleryRegion) but the VM goes to \(region): its image definitions live in the gallery's region; use a gallery in \(region) or --location \(galleryRegion)")
+        }
         if gallery == nil {
             guard target.createMissing else {
                 throw CVMError.usage("gallery '\(target.gallery)' does not exist in resource group '\(target.resourceGroup)'; create it (az sig create) or pass --create-missing")

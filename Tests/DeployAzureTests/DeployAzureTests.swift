@@ -294,6 +294,19 @@ final class DeployAzureTests: XCTestCase {
         let far = try cli(["deploy-azure", "--disk", disk, "--vm_name", "cvm-miss", "--vm_type", "Standard_DC2es_v5"] + base("rg-nosa", "farawayacct"))
         XCTAssertNotEqual(far.status, 0)
         XCTAssertTrue(far.stderr.contains("is in westeurope but the VM goes to eastus2"), far.stderr)
+        // A gallery in another region than the VM's.
+        _ = try admin("/_admin/seed", ["id": rg + "/providers/Microsoft.Storage/storageAccounts/nearacct", "name": "nearacct",
+                                       "location": "eastus2", "properties": [:]])
+        _ = try admin("/_admin/seed", ["id": rg + "/providers/Microsoft.Compute/galleries/fargallery", "name": "fargallery",
+                                       "location": "westeurope", "properties": [:]])
+        let farGallery = try cli(["deploy-azure", "--disk", disk, "--vm_name", "cvm-miss", "--vm_type", "Standard_DC2es_v5"]
+                                 + base("rg-nosa", "nearacct", "fargallery"))
+        XCTAssertNotEqual(farGallery.status, 0)
+        XCTAssertTrue(farGallery.stderr.contains("gallery 'fargallery' is in westeurope but the VM goes to eastus2"), farGallery.stderr)
+        let noGallery = try cli(["deploy-azure", "--disk", disk, "--vm_name", "cvm-miss", "--vm_type", "Standard_DC2es_v5"]
+                                + base("rg-nosa", "nearacct", "nogallery"))
+        XCTAssertNotEqual(noGallery.status, 0)
+        XCTAssertTrue(noGallery.stderr.contains("gallery 'nogallery' does not exist"), noGallery.stderr)
         // The location defaults to the resource group's, and is checked against the matrix.
         let snp = try cli(["deploy-azure", "--disk", disk, "--vm_name", "cvm-miss", "--vm_type", "Standard_DC2as_v5"] + base("rg-nosa", "nosuchacct"))
         XCTAssertNotEqual(snp.status, 0)
