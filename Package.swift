@@ -91,6 +91,7 @@ let package = Package(
         // Azure: page blob upload of a disk as a fixed VHD (SharedKey); ARM calls later.
         .target(name: "AzureProvider", dependencies: [
             "CVMSupport", "CVMCrypto", "CloudAuth", "Transport", "DiskImage", .product(name: "Logging", package: "swift-log"),
+            "CVMMatrix", "Deploy",
         ]),
 
         // MARK: executables
@@ -138,8 +139,15 @@ let package = Package(
         .testTarget(name: "DeployGCPTests", dependencies: [
             "GCPProvider", "GCPTestSupport", "CVMTestData", "CVMMatrix", "Deploy", "DiskImage", "CVMCrypto", "CVMSupport",
         ], exclude: ["Scripts"]),
+        // The SharedKey-checking page-blob endpoint and its scripts: shared by the Azure tests.
+        .target(name: "AzureTestSupport", dependencies: ["CVMCrypto", "CVMSupport"], path: "Tests/AzureTestSupport",
+                exclude: ["Scripts"]),
         .testTarget(name: "AzureProviderTests", dependencies: [
-            "AzureProvider", "CloudAuth", "Transport", "DiskImage", "CVMCrypto", "CVMSupport",
+            "AzureProvider", "CloudAuth", "Transport", "DiskImage", "CVMCrypto", "CVMSupport", "AzureTestSupport",
+        ]),
+        .testTarget(name: "DeployAzureTests", dependencies: [
+            "AzureProvider", "AzureTestSupport", "CVMTestData", "CVMMatrix", "Deploy", "DiskImage", "CVMCrypto", "CVMSupport",
+            "CloudAuth", "Transport",
         ], exclude: ["Scripts"]),
     ]
 )

@@ -40,6 +40,12 @@ if [ "${1:-}" = "--with-test-tools" ]; then
     "google-cloud-storage==3.17.1"
     "azure-core==1.41.0"
     "google-api-python-client==2.202.0"
+    # deploy-azure's fake ARM validates request bodies with these models (older model style,
+    # which reveals unknown properties on a round trip).
+    "azure-mgmt-core==1.6.0"
+    "azure-mgmt-compute==37.2.0"
+    "azure-mgmt-network==30.2.0"
+    "azure-mgmt-storage==24.0.1"
   )
   python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore "${pip_pkgs[@]}"
 fi

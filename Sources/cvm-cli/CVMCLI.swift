@@ -45,8 +45,8 @@ struct CVMCLI: ParsableCommand {
         abstract: "Ship confidential-VM disk images and workloads to Azure, GCP, AWS or a local QEMU.",
         version: CVMVersion.string,
         subcommands: [Convert.self, Inspect.self, UpdateDiskCommand.self, WorkloadCommand.self, UploadCommand.self,
-                      MatrixCommand.self, DeployAWSCommand.self, DeployGCPCommand.self, ImageCommand.self,
-                      DeployLocalCommand.self, CleanupCommand.self, GoldenCommand.self]
+                      MatrixCommand.self, DeployAWSCommand.self, DeployGCPCommand.self, DeployAzureCommand.self,
+                      ImageCommand.self, DeployLocalCommand.self, CleanupCommand.self, GoldenCommand.self]
     )
 }
 

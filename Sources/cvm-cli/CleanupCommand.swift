@@ -8,7 +8,7 @@ struct CleanupCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "cleanup",
         abstract: "Delete what a deploy created for a VM (from its artifact, or its tags when that is gone); stop a local VM.",
-        subcommands: [CleanupAWSCommand.self, CleanupGCPCommand.self, CleanupLocalCommand.self]
+        subcommands: [CleanupAWSCommand.self, CleanupGCPCommand.self, CleanupAzureCommand.self, CleanupLocalCommand.self]
     )
 }
 

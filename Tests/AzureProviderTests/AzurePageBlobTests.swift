@@ -3,6 +3,7 @@ import CVMCrypto
 import CVMSupport
 import DiskImage
 import Foundation
+import AzureTestSupport
 import XCTest
 
 /// End-to-end page blob uploads against a local endpoint that checks every SharedKey signature

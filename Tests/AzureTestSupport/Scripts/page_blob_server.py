@@ -6,7 +6,7 @@ a request rebuilt from what arrived, and a mismatch is refused with 403 Authenti
 the service does. Path-style URLs, like Azurite: /<account>/<container>[/<blob>].
 
 Implements: Create Container, Put Blob (PageBlob only), Put Page (update/clear), Get Page Ranges,
-Get Blob (x-ms-range or Range), Get Blob Properties (HEAD), Set Blob Properties. Blob bytes are
+Get Blob (x-ms-range or Range), Get Blob Properties (HEAD), Set Blob Properties, Delete Blob. Blob bytes are
 kept in sparse files under a folder; written ranges in memory.
 
 Admin endpoints (no auth, outside any account path):
@@ -202,6 +202,11 @@ class Handler(BaseHTTPRequestHandler):
             return self.answer(200, headers=[("ETag", blob.etag), ("Last-Modified", blob.modified)])
         if self.command in ("GET", "HEAD") and comp is None:
             return self.get_blob(blob, head)
+        if self.command == "DELETE" and comp is None:
+            with lock:
+                blobs.pop((container, name), None)
+            os.close(blob.fd)
+            return self.answer(202)
         return self.fail(400, "UnsupportedHttpVerb", "The resource doesn't support the specified HTTP verb.", head)
 
     def container_op(self, container, query, head):

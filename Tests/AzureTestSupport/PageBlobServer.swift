@@ -6,17 +6,17 @@ import XCTest
 /// The page-blob endpoint of `Scripts/page_blob_server.py` on 127.0.0.1 (a free port), with a
 /// random account key; every request's SharedKey is checked with azure-storage-blob's own
 /// policy. Started once per test class, stopped in teardown (by its own process).
-final class PageBlobServer: @unchecked Sendable {
-    static let scripts = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Scripts")
-    let account = "cvmtestacct"
-    let key: String
-    let port: UInt16
-    let directory: URL
+public final class PageBlobServer: @unchecked Sendable {
+    public static let scripts = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Scripts")
+    public let account = "cvmtestacct"
+    public let key: String
+    public let port: UInt16
+    public let directory: URL
     private let process: Process
 
-    var endpoint: String { "http://127.0.0.1:\(port)" }
+    public var endpoint: String { "http://127.0.0.1:\(port)" }
 
-    init() throws {
+    public init() throws {
         let check = try Self.run(["python3", "-c", "import azure.storage.blob, azure.core"], allowFailure: true)
         if check.status != 0 {
             // CI installs it (scripts/install-deps.sh --with-test-tools): a missing SDK is a failure there.
@@ -30,7 +30,7 @@ final class PageBlobServer: @unchecked Sendable {
                                        port: port, log: directory.appendingPathComponent("server.log"))
     }
 
-    func stop() {
+    public func stop() {
         if process.isRunning {
             process.terminate()
             process.waitUntilExit()
@@ -39,7 +39,7 @@ final class PageBlobServer: @unchecked Sendable {
     }
 
     /// `Scripts/fault_proxy.py` in front of this server; stop it with `terminate()`.
-    func startFaultProxy() throws -> (endpoint: String, process: Process) {
+    public func startFaultProxy() throws -> (endpoint: String, process: Process) {
         let proxyPort = try Self.freePort()
         let p = try Self.startPython(["fault_proxy.py", String(proxyPort), String(port)], port: proxyPort,
                                      log: directory.appendingPathComponent("proxy.log"))
@@ -47,11 +47,11 @@ final class PageBlobServer: @unchecked Sendable {
     }
 
     /// A connection string whose BlobEndpoint is this server (or `endpoint`), as a user would set it.
-    func connectionString(key: String? = nil, endpoint: String? = nil) -> String {
+    public func connectionString(key: String? = nil, endpoint: String? = nil) -> String {
         "DefaultEndpointsProtocol=http;AccountName=\(account);AccountKey=\(key ?? self.key);BlobEndpoint=\(endpoint ?? self.endpoint)/\(account)"
     }
 
-    func environment(key: String? = nil, endpoint: String? = nil, home: String) -> [String: String] {
+    public func environment(key: String? = nil, endpoint: String? = nil, home: String) -> [String: String] {
         [
             "AZURE_STORAGE_CONNECTION_STRING": connectionString(key: key, endpoint: endpoint),
             "HOME": home,
@@ -61,15 +61,15 @@ final class PageBlobServer: @unchecked Sendable {
 
     // MARK: admin endpoints
 
-    func stats() throws -> [String: Any] { try getJSON(endpoint + "/_admin/stats") }
+    public func stats() throws -> [String: Any] { try getJSON(endpoint + "/_admin/stats") }
 
-    func resetStats() throws { _ = try Self.run(["python3", "-c", Self.postScript, endpoint + "/_admin/reset", "{}"]) }
+    public func resetStats() throws { _ = try Self.run(["python3", "-c", Self.postScript, endpoint + "/_admin/reset", "{}"]) }
 
-    func setPageDelay(_ seconds: Double) throws {
+    public func setPageDelay(_ seconds: Double) throws {
         _ = try Self.run(["python3", "-c", Self.postScript, endpoint + "/_admin/config", "{\"page_delay\": \(seconds)}"])
     }
 
-    func getJSON(_ url: String) throws -> [String: Any] {
+    public func getJSON(_ url: String) throws -> [String: Any] {
         let r = try Self.run(["python3", "-c", "import urllib.request,sys; print(urllib.request.urlopen(sys.argv[1]).read().decode())", url])
         guard let object = try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any] else {
             throw CVMError.io("\(url) answered no JSON: \(r.stdout)")
@@ -77,11 +77,11 @@ final class PageBlobServer: @unchecked Sendable {
         return object
     }
 
-    static let postScript = "import urllib.request,sys; urllib.request.urlopen(urllib.request.Request(sys.argv[1], data=sys.argv[2].encode(), method='POST')).read()"
+    public static let postScript = "import urllib.request,sys; urllib.request.urlopen(urllib.request.Request(sys.argv[1], data=sys.argv[2].encode(), method='POST')).read()"
 
     /// Downloads the blob with the SDK's BlobClient (same key) into `output`; returns what the SDK
     /// reported: size, blob type, Content-MD5 and the page ranges as [start, end).
-    func download(container: String, blob: String, to output: String) throws -> (size: UInt64, type: String, md5: String?, ranges: [Range<UInt64>]) {
+    public func download(container: String, blob: String, to output: String) throws -> (size: UInt64, type: String, md5: String?, ranges: [Range<UInt64>]) {
         let r = try Self.run(["python3", Self.scripts.appendingPathComponent("blob_client.py").path, "download",
                               connectionString(), container, blob, output])
         guard let object = try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any],
@@ -94,12 +94,17 @@ final class PageBlobServer: @unchecked Sendable {
 
     // MARK: process plumbing
 
-    struct Output { let status: Int32; let stdout: String; let stderr: String }
+    public struct Output { public let status: Int32; public let stdout: String; public let stderr: String }
 
     private static func startPython(_ args: [String], port: UInt16, log: URL) throws -> Process {
+        try startPython(script: scripts.appendingPathComponent(args[0]).path, Array(args.dropFirst()), port: port, log: log)
+    }
+
+    /// Starts `python3 script args…` with its output in `log`, and waits until `port` accepts.
+    public static func startPython(script: String, _ args: [String], port: UInt16, log: URL) throws -> Process {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        p.arguments = ["python3", scripts.appendingPathComponent(args[0]).path] + args.dropFirst()
+        p.arguments = ["python3", script] + args
         _ = FileManager.default.createFile(atPath: log.path, contents: nil)
         let handle = try FileHandle(forWritingTo: log)
         p.standardOutput = handle
@@ -110,7 +115,7 @@ final class PageBlobServer: @unchecked Sendable {
             guard p.isRunning, ProcessInfo.processInfo.systemUptime < deadline else {
                 p.terminate()
                 let text = (try? String(contentsOf: log, encoding: .utf8)) ?? ""
-                throw CVMError.io("\(args[0]) did not start on port \(port): \(text.suffix(800))")
+                throw CVMError.io("\(script) did not start on port \(port): \(text.suffix(800))")
             }
             Thread.sleep(forTimeInterval: 0.05)
         }
@@ -119,7 +124,7 @@ final class PageBlobServer: @unchecked Sendable {
 
     /// Runs a command via /usr/bin/env, output to temp files (no pipe can fill up).
     @discardableResult
-    static func run(_ args: [String], environment: [String: String]? = nil, allowFailure: Bool = false) throws -> Output {
+    public static func run(_ args: [String], environment: [String: String]? = nil, allowFailure: Bool = false) throws -> Output {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
         p.arguments = args
@@ -144,7 +149,7 @@ final class PageBlobServer: @unchecked Sendable {
     }
 
     /// A port the kernel just handed out on 127.0.0.1 (bound to 0, then released).
-    static func freePort() throws -> UInt16 {
+    public static func freePort() throws -> UInt16 {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { throw CVMError.io("socket: \(errnoDescription())") }
         defer { close(fd) }
@@ -159,7 +164,7 @@ final class PageBlobServer: @unchecked Sendable {
         return UInt16(bigEndian: addr.sin_port)
     }
 
-    static func canConnect(port: UInt16) -> Bool {
+    public static func canConnect(port: UInt16) -> Bool {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { return false }
         defer { close(fd) }
