@@ -123,7 +123,7 @@ let package = Package(
         .testTarget(name: "CVMSupportTests", dependencies: ["CVMSupport"]),
         .testTarget(name: "GoldenTests", dependencies: ["CVMTestData", "Golden", "CVMCrypto", "CVMSupport"]),
         // moto_server with SigV4 enforced, its boto3 helper and the fault proxy: shared by the AWS tests.
-        .target(name: "AWSTestSupport", dependencies: ["CVMSupport"], path: "Tests/AWSTestSupport"),
+        .target(name: "AWSTestSupport", dependencies: ["CVMSupport", "CVMTestData"], path: "Tests/AWSTestSupport"),
         .testTarget(name: "AWSProviderTests", dependencies: [
             "AWSProvider", "CloudAuth", "Transport", "DiskImage", "CVMCrypto", "CVMSupport", "AWSTestSupport",
         ]),
@@ -132,7 +132,7 @@ let package = Package(
             "AWSProvider", "AWSTestSupport", "CVMTestData", "CVMMatrix", "Deploy", "DiskImage", "CVMCrypto", "CVMSupport", "Transport",
         ]),
         // gcp-storage-emulator behind the JWT-verifying token server and bearer-checking proxy: shared by the GCP tests.
-        .target(name: "GCPTestSupport", dependencies: ["CVMSupport"], path: "Tests/GCPTestSupport", exclude: ["Scripts"]),
+        .target(name: "GCPTestSupport", dependencies: ["CVMSupport", "CVMTestData"], path: "Tests/GCPTestSupport", exclude: ["Scripts"]),
         .testTarget(name: "GCPProviderTests", dependencies: [
             "GCPProvider", "CloudAuth", "Transport", "DiskImage", "CVMCrypto", "CVMSupport", "CVMTestData", "GCPTestSupport",
         ]),
@@ -140,7 +140,7 @@ let package = Package(
             "GCPProvider", "GCPTestSupport", "CVMTestData", "CVMMatrix", "Deploy", "DiskImage", "CVMCrypto", "CVMSupport",
         ], exclude: ["Scripts"]),
         // The SharedKey-checking page-blob endpoint and its scripts: shared by the Azure tests.
-        .target(name: "AzureTestSupport", dependencies: ["CVMCrypto", "CVMSupport"], path: "Tests/AzureTestSupport",
+        .target(name: "AzureTestSupport", dependencies: ["CVMCrypto", "CVMSupport", "CVMTestData"], path: "Tests/AzureTestSupport",
                 exclude: ["Scripts"]),
         .testTarget(name: "AzureProviderTests", dependencies: [
             "AzureProvider", "CloudAuth", "Transport", "DiskImage", "CVMCrypto", "CVMSupport", "AzureTestSupport",

@@ -1,4 +1,5 @@
 import CVMSupport
+import CVMTestData
 import Foundation
 import XCTest
 
@@ -122,7 +123,7 @@ public final class GCSHarness: @unchecked Sendable {
 
     // MARK: process plumbing
 
-    public struct Output { public let status: Int32; public let stdout: String; public let stderr: String }
+    public typealias Output = TestProcess.Result
 
     public static func launch(_ args: [String], log: URL, environment: [String: String]? = nil) throws -> Process {
         let p = Process()
@@ -148,60 +149,20 @@ public final class GCSHarness: @unchecked Sendable {
         }
     }
 
-    /// Runs a command via /usr/bin/env with output to temp files (no pipe can fill up).
+    /// Runs a command via /usr/bin/env, output to temp files (no pipe can fill up).
     @discardableResult
     public static func run(_ args: [String], environment: [String: String]? = nil, allowFailure: Bool = false) throws -> Output {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        p.arguments = args
-        if let environment { p.environment = environment }
-        let tmp = FileManager.default.temporaryDirectory
-        let outURL = tmp.appendingPathComponent("cvm-gcs-\(UUID().uuidString).out")
-        let errURL = tmp.appendingPathComponent("cvm-gcs-\(UUID().uuidString).err")
-        _ = FileManager.default.createFile(atPath: outURL.path, contents: nil)
-        _ = FileManager.default.createFile(atPath: errURL.path, contents: nil)
-        defer { try? FileManager.default.removeItem(at: outURL); try? FileManager.default.removeItem(at: errURL) }
-        p.standardOutput = try FileHandle(forWritingTo: outURL)
-        p.standardError = try FileHandle(forWritingTo: errURL)
-        try p.run()
-        p.waitUntilExit()
-        let out = Output(status: p.terminationStatus,
-                         stdout: String(decoding: (try? Data(contentsOf: outURL)) ?? Data(), as: UTF8.self),
-                         stderr: String(decoding: (try? Data(contentsOf: errURL)) ?? Data(), as: UTF8.self))
-        if !allowFailure && out.status != 0 {
-            throw CVMError.io("\(args.joined(separator: " ")) failed (\(out.status)): \(out.stderr.suffix(2000))")
+        do {
+            return try TestProcess.checked(args, environment: environment, allowFailure: allowFailure)
+        } catch let failure as LocalServers.Failure {
+            throw CVMError.io(failure.description)
         }
-        return out
     }
 
-    public static func freePort() throws -> UInt16 {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        guard fd >= 0 else { throw CVMError.io("socket: \(errnoDescription())") }
-        defer { close(fd) }
-        var addr = sockaddr_in()
-        addr.sin_family = sa_family_t(AF_INET)
-        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
-        addr.sin_port = 0
-        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
-        let bound = withUnsafeMutablePointer(to: &addr) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, len) == 0 && getsockname(fd, $0, &len) == 0 }
-        }
-        guard bound else { throw CVMError.io("bind: \(errnoDescription())") }
-        return UInt16(bigEndian: addr.sin_port)
-    }
+    /// A port the kernel just handed out on 127.0.0.1 (bound to 0, then released).
+    public static func freePort() throws -> UInt16 { try LocalServers.freePort() }
 
-    public static func canConnect(port: UInt16) -> Bool {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        guard fd >= 0 else { return false }
-        defer { close(fd) }
-        var addr = sockaddr_in()
-        addr.sin_family = sa_family_t(AF_INET)
-        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
-        addr.sin_port = port.bigEndian
-        return withUnsafePointer(to: &addr) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0 }
-        }
-    }
+    public static func canConnect(port: UInt16) -> Bool { LocalServers.canConnect(port: port) }
 
     /// The cvm-cli executable built next to the test bundle.
     public static func cliBinary() throws -> String {

@@ -1,0 +1,59 @@
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// Ports on 127.0.0.1 for the test servers (moto, the GCS emulator, the page-blob and fake
+/// cloud endpoints, proxies): the oracles the provider tests start and stop themselves.
+public enum LocalServers {
+    public struct Failure: Error, CustomStringConvertible {
+        public let description: String
+    }
+
+    /// A port the kernel just handed out on 127.0.0.1 (bound to 0, then released).
+    public static func freePort() throws -> UInt16 {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { throw Failure(description: "socket: errno \(errno)") }
+        defer { close(fd) }
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+        addr.sin_port = 0
+        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let bound = withUnsafeMutablePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, len) == 0 && getsockname(fd, $0, &len) == 0 }
+        }
+        guard bound else { throw Failure(description: "bind: errno \(errno)") }
+        return UInt16(bigEndian: addr.sin_port)
+    }
+
+    /// True when something accepts connections on 127.0.0.1:`port`.
+    public static func canConnect(port: UInt16) -> Bool {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { return false }
+        defer { close(fd) }
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+        addr.sin_port = port.bigEndian
+        return withUnsafePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0 }
+        }
+    }
+}
+
+extension TestProcess {
+    /// Runs `args` through /usr/bin/env; a non-zero exit throws (with the end of stderr) unless
+    /// `allowFailure`.
+    @discardableResult
+    public static func checked(_ args: [String], environment: [String: String]? = nil,
+                               allowFailure: Bool = false) throws -> Result {
+        let result = try run(args[0], Array(args.dropFirst()), environment: environment)
+        if !allowFailure && result.status != 0 {
+            throw LocalServers.Failure(description: "\(args.joined(separator: " ")) failed (\(result.status)): \(result.stderr.suffix(2000))")
+        }
+        return result
+    }
+}
