@@ -13,16 +13,13 @@ extension UploadCommand {
         }
         options.chunkSize = Int(chunk)
         options.resume = resume
-        let progressLine = LockedProgress.forCommand(label: "upload \(target)", json: json, verbose: verbose)
-        defer { progressLine?.finish() }
-        if let progressLine {
-            options.progress = { done, total in progressLine.update(done, total) }
-        }
-        let interrupt = InterruptFlag.install()
-        options.isCancelled = { interrupt.isSet }
-        if verbose {
-            options.log = { line in FileHandle.standardError.write(Data("cvm-cli: \(line)\n".utf8)) }
-        }
+        // Progress (terminal line or JSON lines), Ctrl-C (stops the transfers; S3 aborts unless
+        // --resume) and --verbose step lines, the same for every destination.
+        let hooks = TransferHooks(label: "upload \(target)", json: json, verbose: verbose)
+        defer { hooks.finish() }
+        options.progress = hooks.progress
+        options.isCancelled = hooks.isCancelled
+        options.log = hooks.log
         let r = try GCSUpload.run(diskPath: disk, destination: target, options: options, verbose: verbose)
         if json {
             try printJSON(GCSUploadJSON(r))

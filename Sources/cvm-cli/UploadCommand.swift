@@ -48,17 +48,13 @@ struct UploadCommand: ParsableCommand {
             if AzureBlobDestination.matches(destination) { return try runAzure() }
             let target = try UploadDestination(parsing: destination)
             var options = AWSUploadOptions()
-            let progressLine = LockedProgress.forCommand(label: "upload \(target)", json: json, verbose: verbose)
-            defer { progressLine?.finish() }
-            if let progressLine {
-                options.progress = { done, total in progressLine.update(done, total) }
-            }
-            // SIGINT/SIGTERM stop the transfers; the library then aborts an S3 upload cleanly.
-            let interrupt = InterruptFlag.install()
-            options.isCancelled = { interrupt.isSet }
-            if verbose {
-                options.log = { line in FileHandle.standardError.write(Data("cvm-cli: \(line)\n".utf8)) }
-            }
+            // Progress (terminal line or JSON lines), Ctrl-C (stops the transfers; S3 aborts unless
+            // --resume) and --verbose step lines, the same for every destination.
+            let hooks = TransferHooks(label: "upload \(target)", json: json, verbose: verbose)
+            defer { hooks.finish() }
+            options.progress = hooks.progress
+            options.isCancelled = hooks.isCancelled
+            options.log = hooks.log
             let r = try AWSUpload.run(diskPath: disk, destination: target, options: options, verbose: verbose, resume: resume)
             if json {
                 try printJSON(UploadJSON(r))
@@ -69,6 +65,34 @@ struct UploadCommand: ParsableCommand {
             print(r.snapshotID ?? "\(r.destination) \(r.etag ?? "")")
         }
     }
+}
+
+/// What a transfer command hands its library: progress, cancellation by SIGINT/SIGTERM and
+/// `--verbose` step lines.
+struct TransferHooks {
+    let progress: (@Sendable (UInt64, UInt64) -> Void)?
+    let isCancelled: @Sendable () -> Bool
+    let log: (@Sendable (String) -> Void)?
+    private let line: LockedProgress?
+
+    init(label: String, json: Bool, verbose: Bool) {
+        let line = LockedProgress.forCommand(label: label, json: json, verbose: verbose)
+        self.line = line
+        if let line {
+            progress = { (done: UInt64, total: UInt64) in line.update(done, total) }
+        } else {
+            progress = nil
+        }
+        let interrupt = InterruptFlag.install()
+        isCancelled = { interrupt.isSet }
+        if verbose {
+            log = { (text: String) in FileHandle.standardError.write(Data("cvm-cli: \(text)\n".utf8)) }
+        } else {
+            log = nil
+        }
+    }
+
+    func finish() { line?.finish() }
 }
 
 /// ProgressReporter is driven from several upload threads: serialize it.
