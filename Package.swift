@@ -66,7 +66,7 @@ let package = Package(
 
         // HTTP over libcurl for the cloud providers: retries, throttling, redaction. Knows no cloud.
         .target(name: "Transport", dependencies: [
-            "CVMSupport", "CCurl", .product(name: "Logging", package: "swift-log"),
+            "CVMSupport", "CCurl", "COpenSSL", .product(name: "Logging", package: "swift-log"),
         ]),
 
         // AWS data planes: EBS direct snapshots and S3 multipart uploads of a disk.
@@ -93,9 +93,14 @@ let package = Package(
             "CVMSupport", "CVMCrypto", "CloudAuth", "Transport", "DiskImage", .product(name: "Logging", package: "swift-log"),
         ]),
 
+        // The in-guest agent's client: its address from the deploy artifacts, TLS pinned (TOFU).
+        .target(name: "AgentClient", dependencies: [
+            "CVMSupport", "Transport", .product(name: "Logging", package: "swift-log"),
+        ]),
+
         // MARK: executables
         .executableTarget(name: "cvm-cli", dependencies: [
-            "DiskImage", "CVMSupport", "Workload", "DiskUpdate", "AWSProvider", "Golden", "CVMCrypto", "CVMMatrix", "Deploy", "GCPProvider", "AzureProvider", "ImageBuild", "LocalVM",
+            "DiskImage", "CVMSupport", "Workload", "DiskUpdate", "AWSProvider", "Golden", "CVMCrypto", "CVMMatrix", "Deploy", "GCPProvider", "AzureProvider", "ImageBuild", "LocalVM", "AgentClient",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         // The in-guest agent: measures the workload into PCR 23, serves the golden measurement.
