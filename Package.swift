@@ -125,7 +125,8 @@ let package = Package(
             "Transport", "CVMSupport", .product(name: "Logging", package: "swift-log"),
         ]),
         .testTarget(name: "CVMSupportTests", dependencies: ["CVMSupport"]),
-        .testTarget(name: "GoldenTests", dependencies: ["CVMTestData", "Golden", "CVMCrypto", "CVMSupport"]),
+        .testTarget(name: "GoldenTests", dependencies: ["CVMTestData", "Golden", "CVMCrypto", "CVMSupport"],
+                    exclude: ["Scripts"]),
         // moto_server with SigV4 enforced, its boto3 helper and the fault proxy: shared by the AWS tests.
         .target(name: "AWSTestSupport", dependencies: ["CVMSupport"], path: "Tests/AWSTestSupport"),
         .testTarget(name: "AWSProviderTests", dependencies: [
