@@ -1,5 +1,6 @@
 import CVMSupport
 import Foundation
+import Transport
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -78,5 +79,50 @@ extension AgentClient {
             out.discard()
             throw error
         }
+    }
+}
+
+extension AgentClient {
+    /// A fresh random nonce for `collaterals` (32 bytes, hex).
+    public static func randomNonce() -> String {
+        var generator = SystemRandomNumberGenerator()
+        return (0..<32).map { _ in String(format: "%02x", UInt8.random(in: 0...255, using: &generator)) }.joined()
+    }
+
+    /// Checks a user's nonce: hex, 8–64 bytes (the agent's limits).
+    public static func parseNonce(_ text: String) throws -> String {
+        let hex = text.lowercased()
+        guard hex.count % 2 == 0, (16...128).contains(hex.count), hex.allSatisfy({ $0.isHexDigit }) else {
+            throw CVMError.usage("--nonce \(text): expected 8 to 64 bytes in hex (16–128 hex digits)")
+        }
+        return hex
+    }
+
+    /// `GET /collaterals/{nonce}` on the agent's plain-HTTP port (7999: reached through a
+    /// forwarded port or the VM's firewall). No TLS to pin here, so the document's
+    /// `tls_fingerprint` must be the certificate recorded for this VM, when one is: the quote
+    /// binds it, and it ties these collaterals to the agent `golden fetch` talked to.
+    public func fetchCollaterals(nonce: String) throws -> [UInt8] {
+        let url = target.url("/collaterals/\(nonce)", https: false)
+        var request = HTTPRequest(method: "GET", url: url)
+        request.acceptedStatuses = [200]
+        let response = try client.send(request)
+        let json = try CanonicalJSON.parse(response.body, source: url)
+        for member in ["quote", "signature", "ak_public", "pcrs"] where json[member] == nil {
+            throw CVMError.invalid("\(url): the answer has no \(member); is this a cvm-agent with collaterals?")
+        }
+        let expected: String?
+        switch trust {
+        case .pin(let pin): expected = pin
+        case .insecure: expected = nil
+        case .recordedOrFirstUse: expected = try recordedPin()
+        }
+        if let expected {
+            guard let served = json["tls_fingerprint"]?.stringValue,
+                  try Self.parsePin(served, source: "\(url): tls_fingerprint") == expected else {
+                throw CVMError.invalid("\(url): the collaterals' tls_fingerprint (\(json["tls_fingerprint"]?.stringValue ?? "none")) is not the agent certificate sha256:\(expected) pinned in \(pinRecordDescription)")
+            }
+        }
+        return response.body
     }
 }

@@ -28,6 +28,8 @@ final class AgentPinningTests: XCTestCase {
 
     struct Server {
         let port: Int
+        /// The fake agent's plain-HTTP port (collaterals).
+        var httpPort: Int { Int((try? String(contentsOfFile: log.replacingOccurrences(of: ".log", with: ".port.http"), encoding: .utf8)) ?? "") ?? 0 }
         let log: String
         let certDir: String
         var fingerprint: String { (try? String(contentsOfFile: certDir + "/\(name).sha256", encoding: .utf8)) ?? "" }
@@ -183,6 +185,33 @@ final class AgentPinningTests: XCTestCase {
         XCTAssertTrue(r.stderr.contains("tls_fingerprint") && r.stderr.contains(agent.fingerprint), r.stderr)
         XCTAssertFalse(FileManager.default.fileExists(atPath: out))
         XCTAssertFalse(FileManager.default.fileExists(atPath: dir + "/_artifacts/known_agents.json"))
+    }
+
+    /// collaterals: the nonce reaches the agent, the document is written; its tls_fingerprint
+    /// must be the recorded certificate (an agent answering for another certificate is refused);
+    /// a bad nonce is a usage error.
+    func testCollateralsCheckTheRecordedCertificate() throws {
+        let agent = try start("agent", name: "agent")
+        _ = try writeArtifact(vm: "vm4")
+        XCTAssertEqual(try run(["golden", "fetch", "vm4", "--port", String(agent.port)]).status, 0)
+        let nonce = String(repeating: "0123456789abcdef", count: 2)
+        let out = dir + "/collaterals.json"
+        let r = try run(["collaterals", "vm4", "--port", String(agent.httpPort), "--nonce", nonce, "-o", out])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        XCTAssertEqual(try readJSON(out)["nonce"] as? String, nonce)
+        XCTAssertTrue(agent.requests.contains("HTTP GET /collaterals/\(nonce)"), "\(agent.requests)")
+
+        let other = try start("agent", name: "other")
+        let refused = try run(["collaterals", "vm4", "--port", String(other.httpPort), "--nonce", nonce])
+        XCTAssertNotEqual(refused.status, 0)
+        XCTAssertTrue(refused.stderr.contains(other.fingerprint) && refused.stderr.contains(agent.fingerprint), refused.stderr)
+        let random = try run(["collaterals", "127.0.0.1:\(agent.httpPort)", "--pin", "sha256:" + agent.fingerprint])
+        XCTAssertEqual(random.status, 0, random.stderr)
+        XCTAssertNotNil(random.stderr.range(of: "nonce [0-9a-f]{64}", options: .regularExpression), random.stderr)
+        for bad in ["abc", "00", String(repeating: "zz", count: 16)] {
+            let b = try run(["collaterals", "vm4", "--port", String(agent.httpPort), "--nonce", bad])
+            XCTAssertEqual(b.status, 64, b.stderr)
+        }
     }
 
     /// The token is stored with mode 0600 and never printed; a second call says where it is

@@ -88,6 +88,20 @@ def serve_agent(args):
             else:
                 self.reply(404, {"error": "not found"})
 
+    class PlainHandler(Handler):
+        def do_GET(self):
+            log_line(args.log, "HTTP GET " + self.path)
+            parts = self.path.split("/")
+            if len(parts) == 3 and parts[1] == "collaterals":
+                self.reply(200, {"quote": "AAAA", "signature": "AAAA", "ak_public": "PEM", "nonce": parts[2],
+                                 "pcrs": {"sha256": {}}, "event_log": "", "workload_events": [],
+                                 "tls_fingerprint": "sha256:" + served})
+            else:
+                self.reply(404, {"error": "not found"})
+
+    plain = http.server.ThreadingHTTPServer(("127.0.0.1", 0), PlainHandler)
+    threading.Thread(target=plain.serve_forever, daemon=True).start()
+    announce(args.port_file + ".http", plain.server_address[1])
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     server.socket = tls_context(cert_path, key_path).wrap_socket(server.socket, server_side=True)
     announce(args.port_file, server.server_address[1])
