@@ -109,6 +109,12 @@ final class LocalBootTests: XCTestCase {
         XCTAssertEqual(recorded["agent_tls_fingerprint"] as? String, fingerprint)
         let fetched = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: golden))) as? [String: Any])
         XCTAssertEqual(((fetched["pcrs"] as? [String: Any])?["sha256"] as? [String: String])?["23"], host.pcr23)
+        // golden predict reads PCR 23 off the disk: the booted VM's value.
+        let predict = try cli.runCapturing(["golden", "predict", image, "-o", dir + "/predicted.json"])
+        XCTAssertEqual(predict.status, 0, predict.stderr)
+        let predicted = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: dir + "/predicted.json"))) as? [String: Any])
+        XCTAssertEqual(((predicted["pcrs"] as? [String: Any])?["sha256"] as? [String: String])?["23"], bank["23"])
+        XCTAssertEqual((predicted["unpredictable"] as? [String: String])?.count, 23, "every other PCR is listed with its reason")
         let again = try cli.runCapturing(["golden", "fetch", "boot-test", "-o", dir + "/golden2.json"] + artifacts)
         XCTAssertEqual(again.status, 0, again.stderr)
         XCTAssertFalse(again.stderr.contains("first use"), again.stderr)
