@@ -22,6 +22,9 @@ public struct DeployArtifact: Sendable, Codable, Equatable {
     public var diskPath: String?
     public var diskFileSize: UInt64?
     public var diskFileModified: Double?
+    /// `sha256:<hex>` of the agent's TLS certificate, recorded by `golden fetch`/`api-token` on
+    /// first use (kept here so a resumed deploy that rewrites the artifact keeps the pin).
+    public var agentTLSFingerprint: String?
 
     public init(cloud: String, vmName: String, region: String, vmType: String, tee: String,
                 created: String = DeployArtifact.now()) {
@@ -38,6 +41,7 @@ public struct DeployArtifact: Sendable, Codable, Equatable {
         case cloud, region, resources, created
         case vmName = "vm_name", vmType = "vm_type", tee, publicIP = "public_ip", diskSHA256 = "disk_sha256"
         case diskPath = "disk_path", diskFileSize = "disk_file_size", diskFileModified = "disk_file_modified"
+        case agentTLSFingerprint = "agent_tls_fingerprint"
     }
 
     public static func now() -> String {

@@ -5,7 +5,7 @@ import Foundation
 /// How one attempt ended.
 enum AttemptResult {
     /// The server answered (any status).
-    case response(status: Int, headers: HTTPHeaders, body: [UInt8])
+    case response(status: Int, headers: HTTPHeaders, body: [UInt8], certificateSHA256: String?)
     /// No complete answer: connection refused or reset, timeout, TLS failure, …
     case connectionFailed(code: Int, detail: String)
     /// Stopped on our side: the body could not be read, the sink failed, the answer was too
@@ -34,6 +34,7 @@ struct AttemptSpec {
     var sink: ResponseSink?
     var progress: TransferProgressHandler?
     var isCancelled: (@Sendable () -> Bool)?
+    var certificateCheck: ServerCertificateCheck = .systemTrust
 }
 
 /// Largest error body kept for the message (bodies beyond are cut, not an error).
@@ -167,10 +168,14 @@ func performAttempt(handle h: UnsafeMutableRawPointer, share: CurlShare?, spec: 
     _ = cvm_curl_setopt_long(h, CURLOPT_LOW_SPEED_TIME, max(1, c.lowSpeedTime))
     _ = cvm_curl_setopt_long(h, CURLOPT_TIMEOUT_MS, max(1, Int(spec.timeoutSeconds * 1000)))
 
-    // TLS is always verified; an explicit CA bundle replaces the system store.
+    // TLS is always verified: by the CA store (an explicit CA bundle replaces the system one),
+    // or by the leaf certificate's fingerprint during the handshake.
+    let certificateState = CertificateCheckState(spec.certificateCheck)
     _ = cvm_curl_setopt_long(h, CURLOPT_SSL_VERIFYPEER, 1)
     _ = cvm_curl_setopt_long(h, CURLOPT_SSL_VERIFYHOST, 2)
-    if let bundle = c.effectiveCABundle {
+    if spec.certificateCheck != .systemTrust, !plainHTTP {
+        installCertificateCheck(h, certificateState)
+    } else if let bundle = c.effectiveCABundle {
         _ = cvm_curl_setopt_string(h, CURLOPT_CAINFO, bundle)
         _ = cvm_curl_setopt_string(h, CURLOPT_CAPATH, nil)
     } else if let dir = c.environment["SSL_CERT_DIR"], !dir.isEmpty {
@@ -238,6 +243,11 @@ func performAttempt(handle h: UnsafeMutableRawPointer, share: CurlShare?, spec: 
     stats.sent = UInt64(max(0, up))
     stats.received = UInt64(max(0, down))
 
+    withExtendedLifetime(certificateState) {}
+    if certificateState.mismatch, case .pinnedLeafSHA256(let pin) = spec.certificateCheck {
+        return (.aborted(TLSPinMismatch(url: spec.url, pinnedSHA256: pin.lowercased(),
+                                        presentedSHA256: certificateState.presentedSHA256 ?? "")), stats)
+    }
     if let own = state.ownError { return (.aborted(own), stats) }
     guard code == CURLE_OK else {
         let summary = String(cString: curl_easy_strerror(code))
@@ -248,7 +258,8 @@ func performAttempt(handle h: UnsafeMutableRawPointer, share: CurlShare?, spec: 
     var status = 0
     _ = cvm_curl_getinfo_long(h, CURLINFO_RESPONSE_CODE, &status)
     if status == 0 { status = state.status }
-    return (.response(status: status, headers: state.headers, body: state.collected), stats)
+    return (.response(status: status, headers: state.headers, body: state.collected,
+                      certificateSHA256: certificateState.presentedSHA256), stats)
 }
 
 /// libcurl result codes worth another attempt: the network or the server failed us, not the

@@ -80,7 +80,7 @@ public final class HTTPClient: @unchecked Sendable {
                                    timeoutSeconds: max(0.001, deadline - monotonicSeconds()),
                                    collectLimit: request.maxResponseBytes, accepted: accepted,
                                    sink: sink, progress: progress,
-                                   isCancelled: c.isCancelled)
+                                   isCancelled: c.isCancelled, certificateCheck: request.serverCertificate)
             limiter.acquire()
             let handle: UnsafeMutableRawPointer
             do { handle = try pool.take() } catch { limiter.release(.neutral); throw error }
@@ -95,6 +95,10 @@ public final class HTTPClient: @unchecked Sendable {
             case .aborted(let error):
                 pool.discard(handle)   // its connection may be half-way through a body
                 limiter.release(.neutral)
+                if let mismatch = error as? TLSPinMismatch {
+                    logger.debug("HTTP \(signed.method) \(shownURL): \(mismatch.description)")
+                    throw TLSPinMismatch(url: shownURL, pinnedSHA256: mismatch.pinnedSHA256, presentedSHA256: mismatch.presentedSHA256)
+                }
                 if let e = error as? CVMError {
                     throw CVMError(e.kind, "\(signed.method) \(shownURL): \(redactor.text(e.message))")
                 }
@@ -114,13 +118,17 @@ public final class HTTPClient: @unchecked Sendable {
                     finalError += "; the server's TLS certificate is not trusted (give the CA bundle with SSL_CERT_FILE or the CA-bundle option)"
                 }
 
-            case .response(let status, let headers, let body):
+            case .response(let status, let headers, let body, let certificateSHA256):
                 pool.give(handle)
                 if accepted.contains(status) {
                     limiter.release(.success)
                     logger.debug("HTTP \(signed.method) \(shownURL) -> \(status), sent \(stats.sent) B, received \(stats.received) B, \(seconds(stats.seconds)), attempt \(attempt)")
                     let streamed = sink != nil && (200..<300).contains(status)
-                    return HTTPResponse(status: status, headers: headers, body: streamed ? [] : body, attempts: attempt)
+                    if request.serverCertificate == .insecure {
+                        logger.warning("HTTP \(signed.method) \(shownURL): TLS certificate NOT verified (insecure), it was sha256:\(certificateSHA256 ?? "?")")
+                    }
+                    return HTTPResponse(status: status, headers: headers, body: streamed ? [] : body, attempts: attempt,
+                                        serverCertificateSHA256: certificateSHA256)
                 }
                 let details = c.errorParser(status, headers, body)
                 decision = classifier.decide(status: status, headers: headers, error: details)

@@ -50,6 +50,8 @@ public struct HTTPRequest: Sendable {
     public var secretQueryParameters: Set<String> = []
     /// Literal strings (keys, tokens) scrubbed from anything logged or thrown for this request.
     public var secretValues: [String] = []
+    /// How the server's TLS certificate is judged (default: CA store and host name).
+    public var serverCertificate: ServerCertificateCheck = .systemTrust
 
     public init(method: String, url: String, headers: HTTPHeaders = HTTPHeaders(),
                 body: (any RequestBody)? = nil, payloadSHA256: String? = nil,
@@ -80,6 +82,9 @@ public struct HTTPResponse: Sendable {
     public let body: [UInt8]
     /// How many attempts the operation took.
     public let attempts: Int
+    /// Hex SHA-256 of the server's leaf certificate DER, when the request used a
+    /// `ServerCertificateCheck` other than `.systemTrust`.
+    public var serverCertificateSHA256: String? = nil
 
     public var bodyText: String { String(decoding: body, as: UTF8.self) }
 }

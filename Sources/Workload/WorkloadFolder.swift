@@ -15,6 +15,12 @@ public struct WorkloadFolder: Sendable {
         public let kind: Kind
         /// Permission bits (and setuid/setgid/sticky).
         public let mode: UInt16
+
+        public init(path: String, kind: Kind, mode: UInt16) {
+            self.path = path
+            self.kind = kind
+            self.mode = mode
+        }
     }
 
     public let root: URL

@@ -42,10 +42,16 @@ public struct WorkloadMeasurement: Sendable, Equatable {
     /// Entries in measurement order: compose file, `config/` sorted by path bytes, then
     /// top-level `*.tar` sorted (WorkloadFolder lists entries sorted already).
     public static func measuredEntries(_ folder: WorkloadFolder) -> [WorkloadFolder.Entry] {
+        measuredEntries(folder.entries)
+    }
+
+    /// The same for a listing read elsewhere (a disk's data partition: `golden predict`),
+    /// sorted by path bytes as `WorkloadFolder` sorts.
+    public static func measuredEntries(_ entries: [WorkloadFolder.Entry]) -> [WorkloadFolder.Entry] {
         var out: [WorkloadFolder.Entry] = []
-        if let compose = folder.entry("docker-compose.yml") { out.append(compose) }
-        out += folder.entries.filter { $0.path.hasPrefix("config/") && $0.kind != .directory }
-        out += folder.entries.filter { !$0.path.contains("/") && $0.path.hasSuffix(".tar") && $0.kind != .directory }
+        if let compose = entries.first(where: { $0.path == "docker-compose.yml" }) { out.append(compose) }
+        out += entries.filter { $0.path.hasPrefix("config/") && $0.kind != .directory }
+        out += entries.filter { !$0.path.contains("/") && $0.path.hasSuffix(".tar") && $0.kind != .directory }
         return out
     }
 

@@ -46,7 +46,8 @@ struct CVMCLI: ParsableCommand {
         version: CVMVersion.string,
         subcommands: [Convert.self, Inspect.self, UpdateDiskCommand.self, WorkloadCommand.self, UploadCommand.self,
                       MatrixCommand.self, DeployAWSCommand.self, DeployGCPCommand.self, DeployAzureCommand.self,
-                      ImageCommand.self, DeployLocalCommand.self, CleanupCommand.self, GoldenCommand.self]
+                      ImageCommand.self, DeployLocalCommand.self, CleanupCommand.self, GoldenCommand.self,
+                      APITokenCommand.self, CollateralsCommand.self]
     )
 }
 

@@ -7,8 +7,8 @@ import Golden
 struct GoldenCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "golden",
-        abstract: "Sign and verify golden measurements.",
-        subcommands: [Sign.self, Verify.self]
+        abstract: "Fetch, predict, sign and verify golden measurements.",
+        subcommands: [Fetch.self, Predict.self, Sign.self, Verify.self]
     )
 
     struct Sign: ParsableCommand {

@@ -96,6 +96,44 @@ final class LocalBootTests: XCTestCase {
         for (pcr, value) in replayed {
             XCTAssertEqual(hexString(value), bank[String(pcr)], "PCR \(pcr) does not replay")
         }
+
+        // cvm-cli against the booted VM by name: golden fetch trusts the agent's certificate on
+        // first use (recorded in the VM's artifact), sign → verify; api-token stores the token
+        // 0600 without printing it, and a second call says where it is.
+        let cli = ExternalTool(name: "cvm-cli", package: "cvm-cli", path: try ImageTestSupport.product("cvm-cli"))
+        let artifacts = ["--artifacts", options.artifactsDir]
+        let golden = dir + "/golden.json"
+        let fetch = try cli.runCapturing(["golden", "fetch", "boot-test", "-o", golden] + artifacts)
+        XCTAssertEqual(fetch.status, 0, fetch.stderr)
+        let recorded = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: LocalDeploy.artifactPath(options)))) as? [String: Any])
+        XCTAssertEqual(recorded["agent_tls_fingerprint"] as? String, fingerprint)
+        let fetched = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: golden))) as? [String: Any])
+        XCTAssertEqual(((fetched["pcrs"] as? [String: Any])?["sha256"] as? [String: String])?["23"], host.pcr23)
+        // golden predict reads PCR 23 off the disk: the booted VM's value.
+        let predict = try cli.runCapturing(["golden", "predict", image, "-o", dir + "/predicted.json"])
+        XCTAssertEqual(predict.status, 0, predict.stderr)
+        let predicted = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: dir + "/predicted.json"))) as? [String: Any])
+        XCTAssertEqual(((predicted["pcrs"] as? [String: Any])?["sha256"] as? [String: String])?["23"], bank["23"])
+        XCTAssertEqual((predicted["unpredictable"] as? [String: String])?.count, 23, "every other PCR is listed with its reason")
+        let again = try cli.runCapturing(["golden", "fetch", "boot-test", "-o", dir + "/golden2.json"] + artifacts)
+        XCTAssertEqual(again.status, 0, again.stderr)
+        XCTAssertFalse(again.stderr.contains("first use"), again.stderr)
+        try sh.run(["-c", "openssl ecparam -name prime256v1 -genkey -noout -out \"$1/key.pem\" && openssl ec -in \"$1/key.pem\" -pubout -out \"$1/pub.pem\" 2>/dev/null", "sh", dir])
+        let sign = try cli.runCapturing(["golden", "sign", golden, dir + "/key.pem", "-o", dir + "/signed.json"])
+        XCTAssertEqual(sign.status, 0, sign.stderr)
+        let verify = try cli.runCapturing(["golden", "verify", dir + "/signed.json", dir + "/pub.pem"])
+        XCTAssertEqual(verify.status, 0, verify.stderr)
+
+        let token = try cli.runCapturing(["api-token", "boot-test"] + artifacts)
+        XCTAssertEqual(token.status, 0, token.stderr)
+        let tokenFile = options.artifactsDir + "/boot-test/api-token"
+        let stored = try String(contentsOfFile: tokenFile, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+        XCTAssertEqual(stored.count, 64)
+        XCTAssertEqual((try FileManager.default.attributesOfItem(atPath: tokenFile)[.posixPermissions] as? Int).map { $0 & 0o777 }, 0o600)
+        XCTAssertFalse(token.stdout.contains(stored) || token.stderr.contains(stored), "the token must not be printed")
+        let second = try cli.runCapturing(["api-token", "boot-test"] + artifacts)
+        XCTAssertEqual(second.status, 0, second.stderr)
+        XCTAssertTrue(second.stderr.contains(tokenFile), second.stderr)
     }
 
     /// One flipped byte in the root partition: the initramfs refuses to boot and says why.
