@@ -62,7 +62,7 @@ let package = Package(
         // deploy-local: QEMU + OVMF + swtpm around a disk image, until the agent answers.
         .target(name: "LocalVM", dependencies: ["CVMSupport", "DiskImage"]),
         // TPM 2.0 commands marshalled by hand (PCR extend/read) for the in-guest agent.
-        .target(name: "TPM2", dependencies: ["CVMSupport"]),
+        .target(name: "TPM2", dependencies: ["CVMSupport", "CVMCrypto"]),
 
         // HTTP over libcurl for the cloud providers: retries, throttling, redaction. Knows no cloud.
         .target(name: "Transport", dependencies: [

@@ -12,6 +12,9 @@ final class Agent: @unchecked Sendable {
     let options: AgentOptions
     let tpm: TPMDevice
     private let lock = NSLock()
+    /// Serialises TPM use: the device takes one command at a time, and a quote's PCR values
+    /// must not change between the quote and their read.
+    private let tpmLock = NSLock()
     private var workloadEvents: [WorkloadMeasurement.Event] = []
     private var workloadError: String?
     private var tlsFingerprint: String?
@@ -36,7 +39,7 @@ final class Agent: @unchecked Sendable {
             return
         }
         for event in measurement.events {
-            try TPM2.extend(tpm, pcr: 23, sha256: hexToBytes(event.digest))
+            try tpmLock.withLock { try TPM2.extend(tpm, pcr: 23, sha256: hexToBytes(event.digest)) }
             lock.withLock { workloadEvents.append(event) }
             log("PCR 23 extended: \(event.digest) \(event.name)")
         }
@@ -63,6 +66,8 @@ final class Agent: @unchecked Sendable {
             }
         case ("GET", "/api-token"):
             return issueAPIToken()
+        case ("GET", _) where path.hasPrefix("/collaterals/"):
+            return collaterals(nonceHex: String(path.dropFirst("/collaterals/".count)))
         case (_, "/golden-measurement"), (_, "/api-token"):
             return .json(405, jsonObject(["error": "use GET"]))
         default:
@@ -94,7 +99,7 @@ final class Agent: @unchecked Sendable {
 
     /// `GET /golden-measurement` (docs/agent-api.md).
     func goldenMeasurement() throws -> [UInt8] {
-        let pcrs = try TPM2.readSHA256(tpm)
+        let pcrs = try tpmLock.withLock { try TPM2.readSHA256(tpm) }
         var bank: [String: String] = [:]
         for (index, value) in pcrs { bank[String(index)] = hexString(value) }
         let eventLog = readWholeFile(options.eventLog) ?? []
@@ -110,6 +115,43 @@ final class Agent: @unchecked Sendable {
         if let fingerprint { object["tls_fingerprint"] = fingerprint }
         if let error { object["workload_error"] = error }
         return Array(try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes]))
+    }
+
+    /// `GET /collaterals/{nonce}`: a TPM2 quote of all SHA-256 PCRs whose qualifying data is
+    /// SHA-256(nonce || TLS fingerprint bytes), with the AK, the PCR values and the event logs.
+    func collaterals(nonceHex: String) -> HTTPResponse {
+        guard (16...128).contains(nonceHex.count), nonceHex.count % 2 == 0,
+              nonceHex.allSatisfy({ $0.isHexDigit && $0.isASCII }) else {
+            return .json(400, jsonObject(["error": "the nonce must be 8 to 64 bytes in hex (16 to 128 hex digits)"]))
+        }
+        let nonce = hexToBytes(nonceHex)
+        let (events, error, fingerprint) = lock.withLock { (workloadEvents, workloadError, tlsFingerprint) }
+        let fingerprintBytes = fingerprint.map { hexToBytes(String($0.dropFirst("sha256:".count))) } ?? []
+        do {
+            let attestation = try tpmLock.withLock { try PCRAttestation.make(tpm, nonce: nonce, tlsFingerprint: fingerprintBytes) }
+            var bank: [String: String] = [:]
+            for (index, value) in attestation.pcrs { bank[String(index)] = hexString(value) }
+            var object: [String: Any] = [
+                "version": 1,
+                "nonce": hexString(nonce),
+                "qualifying_data": hexString(attestation.qualifyingData),
+                "quote": Base64.encode(attestation.quote.attest),
+                "signature": Base64.encode(attestation.quote.signature),
+                "ak_public": attestation.akPublicPEM,
+                "pcrs": ["sha256": bank],
+                "event_log": Base64.encode(readWholeFile(options.eventLog) ?? []),
+                "workload_events": events.map { ["name": $0.name, "content_sha256": $0.contentSHA256, "digest": $0.digest] },
+                "agent_version": AgentVersion.string,
+            ]
+            if let fingerprint { object["tls_fingerprint"] = fingerprint }
+            if let error { object["workload_error"] = error }
+            log("quote made for nonce \(hexString(nonce))")
+            return HTTPResponse(status: 200, body: Array(try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes])))
+        } catch let error as CVMError {
+            return .json(500, jsonObject(["error": error.message]))
+        } catch {
+            return .json(500, jsonObject(["error": "\(error)"]))
+        }
     }
 
     /// Which confidential-computing guest device the kernel offers.
