@@ -63,6 +63,8 @@ let package = Package(
         .target(name: "LocalVM", dependencies: ["CVMSupport", "DiskImage"]),
         // TPM 2.0 commands marshalled by hand (PCR extend/read) for the in-guest agent.
         .target(name: "TPM2", dependencies: ["CVMSupport", "CVMCrypto"]),
+        // A workload folder as tar.gz (agent's POST /update-workload): strict reader.
+        .target(name: "WorkloadArchive", dependencies: ["CVMSupport", "CZlib"]),
 
         // HTTP over libcurl for the cloud providers: retries, throttling, redaction. Knows no cloud.
         .target(name: "Transport", dependencies: [
@@ -100,7 +102,7 @@ let package = Package(
         ]),
         // The in-guest agent: measures the workload into PCR 23, serves the golden measurement.
         // Static Swift runtime so it runs in the image's root with only glibc, libstdc++ and OpenSSL.
-        .executableTarget(name: "cvm-agent", dependencies: ["CVMSupport", "CVMCrypto", "Workload", "TPM2", "COpenSSL"],
+        .executableTarget(name: "cvm-agent", dependencies: ["CVMSupport", "CVMCrypto", "Workload", "WorkloadArchive", "TPM2", "COpenSSL"],
                           linkerSettings: [.unsafeFlags(["-static-stdlib"] + staticFoundationGroup)]),
         // Fuzz harness for the format parsers (see docs/fuzzing.md).
         .executableTarget(name: "cvm-fuzz", dependencies: ["DiskImage", "EXT4"]),

@@ -11,13 +11,19 @@ import Workload
 final class Agent: @unchecked Sendable {
     let options: AgentOptions
     let tpm: TPMDevice
-    private let lock = NSLock()
+    let lock = NSLock()
     /// Serialises TPM use: the device takes one command at a time, and a quote's PCR values
     /// must not change between the quote and their read.
-    private let tpmLock = NSLock()
-    private var workloadEvents: [WorkloadMeasurement.Event] = []
-    private var workloadError: String?
-    private var tlsFingerprint: String?
+    let tpmLock = NSLock()
+    var workloadEvents: [WorkloadMeasurement.Event] = []
+    /// PCR 23 before `workloadEvents` were extended: zeros at boot, the previous value after an update.
+    var workloadPCR23Base = String(repeating: "0", count: 64)
+    var workloadUpdates = 0
+    let updateLock = NSLock()
+    let policy: AgentPolicy
+    let containerEngine: String?
+    var workloadError: String?
+    var tlsFingerprint: String?
     /// SHA-256 of the API token once issued (the token itself is returned once and not kept).
     private var apiTokenDigest: [UInt8]?
 
@@ -25,6 +31,14 @@ final class Agent: @unchecked Sendable {
         self.options = options
         tpm = try TPMDevice.open(candidates: options.tpmDevices)
         log("TPM at \(tpm.path)")
+        policy = AgentPolicy.load(workload: options.workload)
+        log("policy from \(policy.source): TLS \(policy.tls), workload update endpoint \(policy.workloadUpdateEndpoint), update auth \(policy.workloadUpdateAuth)")
+        containerEngine = findContainerEngine()
+        if let containerEngine {
+            log("container engine \(containerEngine) found, but running the compose workload is not implemented: it is measured only")
+        } else {
+            log("no container engine in this image (podman/docker not found): the compose workload is measured, not run")
+        }
     }
 
     /// Measures the workload folder and extends each event into PCR 23, in order.
@@ -50,6 +64,10 @@ final class Agent: @unchecked Sendable {
         let http = try HTTPServer(port: options.httpPort) { [self] in self.handle($0) }
         http.start()
         log("serving HTTP on port \(options.httpPort)")
+        guard policy.tls else {
+            log("HTTPS disabled by the policy (https_server.enable_tls = false)")
+            return
+        }
         let identity = try TLSIdentity()
         lock.withLock { tlsFingerprint = identity.fingerprint }
         let https = try HTTPServer(port: options.httpsPort, wrap: { identity.accept($0) }) { [self] in self.handle($0) }
@@ -66,6 +84,10 @@ final class Agent: @unchecked Sendable {
             }
         case ("GET", "/api-token"):
             return issueAPIToken()
+        case ("POST", "/update-workload"):
+            return updateWorkload(request)
+        case (_, "/update-workload"):
+            return .json(405, jsonObject(["error": "use POST"]))
         case ("GET", _) where path.hasPrefix("/collaterals/"):
             return collaterals(nonceHex: String(path.dropFirst("/collaterals/".count)))
         case (_, "/golden-measurement"), (_, "/api-token"):
@@ -94,7 +116,9 @@ final class Agent: @unchecked Sendable {
     func authorized(_ request: HTTPRequest) -> Bool {
         guard let header = request.headers["authorization"], header.hasPrefix("Bearer ") else { return false }
         let digest = SHA256.hash(String(header.dropFirst(7)))
-        return lock.withLock { apiTokenDigest == digest }
+        guard let issued = lock.withLock({ apiTokenDigest }), issued.count == digest.count else { return false }
+        // Constant time over the digest bytes as well.
+        return zip(issued, digest).reduce(0) { $0 | ($1.0 ^ $1.1) } == 0
     }
 
     /// `GET /golden-measurement` (docs/agent-api.md).
@@ -107,11 +131,20 @@ final class Agent: @unchecked Sendable {
         var object: [String: Any] = [
             "version": 1,
             "tee": Self.teeKind(),
+            "policy": policy.json,
+            "container_engine": containerEngine ?? NSNull(),
+            "workload_status": containerEngine == nil
+                ? "measured, not running: this image has no container engine (podman/docker)"
+                : "measured, not running: running the compose workload is not implemented",
             "pcrs": ["sha256": bank],
             "event_log": Base64.encode(eventLog),
             "workload_events": events.map { ["name": $0.name, "content_sha256": $0.contentSHA256, "digest": $0.digest] },
             "agent_version": AgentVersion.string,
         ]
+        lock.withLock {
+            object["workload_pcr23_base"] = workloadPCR23Base
+            object["workload_updates"] = workloadUpdates
+        }
         if let fingerprint { object["tls_fingerprint"] = fingerprint }
         if let error { object["workload_error"] = error }
         return Array(try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes]))
@@ -143,6 +176,7 @@ final class Agent: @unchecked Sendable {
                 "workload_events": events.map { ["name": $0.name, "content_sha256": $0.contentSHA256, "digest": $0.digest] },
                 "agent_version": AgentVersion.string,
             ]
+            lock.withLock { object["workload_pcr23_base"] = workloadPCR23Base }
             if let fingerprint { object["tls_fingerprint"] = fingerprint }
             if let error { object["workload_error"] = error }
             log("quote made for nonce \(hexString(nonce))")
