@@ -114,7 +114,7 @@ let package = Package(
         .testTarget(name: "WorkloadTests", dependencies: ["Workload", "CVMCrypto", "CVMSupport"]),
         .testTarget(name: "DiskUpdateTests", dependencies: ["CVMTestData", "DiskUpdate", "DiskImage", "EXT4", "Workload", "CVMSupport"]),
         .testTarget(name: "CLITests", dependencies: ["CVMTestData", "DiskImage", "CVMSupport"]),
-        .testTarget(name: "ImageBuildTests", dependencies: ["ImageBuild", "LocalVM", "DiskUpdate", "DiskImage", "TPM2", "Workload", "CVMCrypto", "CVMSupport"]),
+        .testTarget(name: "ImageBuildTests", dependencies: ["ImageBuild", "LocalVM", "DiskUpdate", "DiskImage", "TPM2", "Workload", "WorkloadArchive", "CVMCrypto", "CVMSupport"]),
         .testTarget(name: "EXT4Tests", dependencies: ["EXT4", "CVMSupport"]),
         .testTarget(name: "CloudAuthTests", dependencies: ["CloudAuth", "CVMCrypto", "CVMSupport"],
                     exclude: ["Fixtures", "Scripts"]),

@@ -1,0 +1,61 @@
+import CVMSupport
+import Foundation
+import Workload
+import WorkloadArchive
+import XCTest
+
+/// The agent's tar.gz reader against archives made by GNU tar and Python's tarfile.
+final class WorkloadArchiveTests: XCTestCase {
+    func testGNUTarOfTheSampleWorkloadRoundTrips() throws {
+        let tar = try ImageTestSupport.tool("tar", package: "tar")
+        let dir = try ImageTestSupport.temporaryDirectory("archive")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let source = ImageTestSupport.repo + "/workload"
+        try tar.run(["-czf", dir + "/w.tar.gz", "-C", source, "."])
+        let gz = try XCTUnwrap(FileManager.default.contents(atPath: dir + "/w.tar.gz"))
+        let entries = try WorkloadArchive.entries(tar: try WorkloadArchive.gunzip(Array(gz), limit: 64 << 20))
+        try WorkloadArchive.write(entries, to: dir + "/out")
+        // Same measurement as the folder itself: same files, same bytes.
+        XCTAssertEqual(try WorkloadMeasurement.measure(try WorkloadFolder(path: dir + "/out")),
+                       try WorkloadMeasurement.measure(try WorkloadFolder(path: source)))
+        XCTAssertThrowsError(try WorkloadArchive.gunzip(Array(gz), limit: 1000)) {
+            XCTAssertTrue("\($0)".contains("more than 1000 bytes"), "\($0)")
+        }
+        XCTAssertThrowsError(try WorkloadArchive.gunzip(Array(gz.prefix(gz.count / 2)), limit: 64 << 20))
+        XCTAssertThrowsError(try WorkloadArchive.gunzip(Array("not gzip".utf8), limit: 64 << 20))
+    }
+
+    /// Python's tarfile writes what a hostile client could send: each must be refused by name.
+    func testHostileArchivesAreRefused() throws {
+        let python = try ImageTestSupport.tool("python3", package: "python3")
+        let dir = try ImageTestSupport.temporaryDirectory("archive-bad")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let cases: [(String, String)] = [
+            ("dotdot", "t.addfile(file('../escape'), io.BytesIO(b'x'))"),
+            ("absolute", "t.addfile(file('/etc/passwd'), io.BytesIO(b'x'))"),
+            ("symlink", "i = tarfile.TarInfo('config/link'); i.type = tarfile.SYMTYPE; i.linkname = '../../etc'; t.addfile(i)"),
+            ("hardlink", "i = tarfile.TarInfo('config/hard'); i.type = tarfile.LNKTYPE; i.linkname = 'docker-compose.yml'; t.addfile(i)"),
+            ("device", "i = tarfile.TarInfo('dev'); i.type = tarfile.CHRTYPE; t.addfile(i)"),
+            ("long-dotdot", "t.addfile(file('a/' + 'b' * 120 + '/../../../escape'), io.BytesIO(b'x'))"),
+        ]
+        let expected = ["leaves the workload folder", "absolute path", "outside the workload folder",
+                        "neither a regular file", "neither a regular file", "leaves the workload folder"]
+        for ((name, statement), message) in zip(cases, expected) {
+            let script = """
+            import io, tarfile
+            def file(n):
+                i = tarfile.TarInfo(n); i.size = 1; return i
+            with tarfile.open('\(dir)/\(name).tar', 'w', format=tarfile.PAX_FORMAT) as t:
+                \(statement)
+            """
+            try python.run(["-c", script])
+            let bytes = try XCTUnwrap(FileManager.default.contents(atPath: "\(dir)/\(name).tar"))
+            XCTAssertThrowsError(try WorkloadArchive.entries(tar: Array(bytes)), name) {
+                XCTAssertTrue("\($0)".contains(message), "\(name): \($0)")
+            }
+        }
+        // A truncated archive is refused, not read as shorter.
+        let good = try XCTUnwrap(FileManager.default.contents(atPath: "\(dir)/dotdot.tar"))
+        XCTAssertThrowsError(try WorkloadArchive.entries(tar: Array(good.prefix(700))))
+    }
+}
