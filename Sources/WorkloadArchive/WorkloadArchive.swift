@@ -49,6 +49,7 @@ public enum WorkloadArchive {
         var out: [Entry] = []
         var offset = 0
         var longName: String?, longLink: String?
+        var symlinks: Set<String> = []
         while offset + 512 <= bytes.count {
             let header = Array(bytes[offset..<offset + 512])
             if header.allSatisfy({ $0 == 0 }) { return out }
@@ -83,6 +84,12 @@ public enum WorkloadArchive {
             let link = longLink ?? cString(header[157..<257])
             longName = nil; longLink = nil
             guard let path = try validatedPath(name) else { continue }
+            // Nothing may be written through (or over) a symlink the archive made: that is how a
+            // chain of "inside" links reaches outside.
+            let components = path.split(separator: "/")
+            for n in 1...components.count where symlinks.contains(components.prefix(n).joined(separator: "/")) {
+                throw CVMError.usage("tar: \(path) goes through the symlink \(components.prefix(n).joined(separator: "/")) of the same archive")
+            }
             switch type {
             case 0, UInt8(ascii: "0"), UInt8(ascii: "7"): out.append(Entry(path: path, kind: .file(data)))
             case UInt8(ascii: "5"): out.append(Entry(path: path, kind: .directory))
@@ -91,6 +98,7 @@ public enum WorkloadArchive {
                     throw CVMError.usage("tar: \(path) is a symlink to '\(link)', outside the workload folder")
                 }
                 out.append(Entry(path: path, kind: .symlink(link)))
+                symlinks.insert(path)
             default:
                 throw CVMError.usage("tar: \(path) is neither a regular file, a directory nor a symlink (type '\(Character(UnicodeScalar(type)))')")
             }

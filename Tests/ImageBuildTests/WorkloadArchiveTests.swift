@@ -37,9 +37,12 @@ final class WorkloadArchiveTests: XCTestCase {
             ("hardlink", "i = tarfile.TarInfo('config/hard'); i.type = tarfile.LNKTYPE; i.linkname = 'docker-compose.yml'; t.addfile(i)"),
             ("device", "i = tarfile.TarInfo('dev'); i.type = tarfile.CHRTYPE; t.addfile(i)"),
             ("long-dotdot", "t.addfile(file('a/' + 'b' * 120 + '/../../../escape'), io.BytesIO(b'x'))"),
+            ("link-chain", "i = tarfile.TarInfo('x/l'); i.type = tarfile.SYMTYPE; i.linkname = '..'; t.addfile(i); "
+                + "i = tarfile.TarInfo('x/l/m'); i.type = tarfile.SYMTYPE; i.linkname = '..'; t.addfile(i)"),
         ]
         let expected = ["leaves the workload folder", "absolute path", "outside the workload folder",
-                        "neither a regular file", "neither a regular file", "leaves the workload folder"]
+                        "neither a regular file", "neither a regular file", "leaves the workload folder",
+                        "goes through the symlink x/l"]
         for ((name, statement), message) in zip(cases, expected) {
             let script = """
             import io, tarfile
