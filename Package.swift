@@ -64,7 +64,7 @@ let package = Package(
         // TPM 2.0 commands marshalled by hand (PCR extend/read) for the in-guest agent.
         .target(name: "TPM2", dependencies: ["CVMSupport", "CVMCrypto"]),
         // A workload folder as tar.gz (agent's POST /update-workload): strict reader.
-        .target(name: "WorkloadArchive", dependencies: ["CVMSupport", "CZlib"]),
+        .target(name: "WorkloadArchive", dependencies: ["CVMSupport", "CZlib", "Workload"]),
 
         // HTTP over libcurl for the cloud providers: retries, throttling, redaction. Knows no cloud.
         .target(name: "Transport", dependencies: [

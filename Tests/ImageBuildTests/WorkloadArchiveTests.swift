@@ -25,6 +25,31 @@ final class WorkloadArchiveTests: XCTestCase {
         XCTAssertThrowsError(try WorkloadArchive.gunzip(Array("not gzip".utf8), limit: 64 << 20))
     }
 
+    /// pack → GNU tar extracts the same folder (long names via pax included); packing is
+    /// reproducible; our reader reads it back.
+    func testPackIsReadByGNUTarAndReproducible() throws {
+        let tar = try ImageTestSupport.tool("tar", package: "tar")
+        let dir = try ImageTestSupport.temporaryDirectory("pack")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let source = dir + "/src"
+        try FileManager.default.copyItem(atPath: ImageTestSupport.repo + "/workload", toPath: source)
+        let deep = "config/" + String(repeating: "d", count: 90) + "/" + String(repeating: "f", count: 60) + ".conf"
+        try FileManager.default.createDirectory(atPath: (source + "/" + deep as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+        try "long\n".write(toFile: source + "/" + deep, atomically: true, encoding: .utf8)
+        try FileManager.default.createSymbolicLink(atPath: source + "/config/long-link", withDestinationPath: String(deep.dropFirst("config/".count)))
+        let folder = try WorkloadFolder(path: source)
+        let packed = try WorkloadArchive.pack(folder)
+        XCTAssertEqual(packed, try WorkloadArchive.pack(folder), "same folder, same bytes")
+        FileManager.default.createFile(atPath: dir + "/p.tar.gz", contents: Data(packed))
+        try FileManager.default.createDirectory(atPath: dir + "/gnu", withIntermediateDirectories: true)
+        try tar.run(["-xzf", dir + "/p.tar.gz", "-C", dir + "/gnu"])
+        let expected = try WorkloadMeasurement.measure(folder)
+        XCTAssertEqual(try WorkloadMeasurement.measure(try WorkloadFolder(path: dir + "/gnu")), expected)
+        XCTAssertTrue(expected.events.contains { $0.name == deep })
+        try WorkloadArchive.write(try WorkloadArchive.entries(tar: try WorkloadArchive.gunzip(packed, limit: 1 << 26)), to: dir + "/ours")
+        XCTAssertEqual(try WorkloadMeasurement.measure(try WorkloadFolder(path: dir + "/ours")), expected)
+    }
+
     /// Python's tarfile writes what a hostile client could send: each must be refused by name.
     func testHostileArchivesAreRefused() throws {
         let python = try ImageTestSupport.tool("python3", package: "python3")
