@@ -62,7 +62,9 @@ let package = Package(
         // deploy-local: QEMU + OVMF + swtpm around a disk image, until the agent answers.
         .target(name: "LocalVM", dependencies: ["CVMSupport", "DiskImage"]),
         // TPM 2.0 commands marshalled by hand (PCR extend/read) for the in-guest agent.
-        .target(name: "TPM2", dependencies: ["CVMSupport"]),
+        .target(name: "TPM2", dependencies: ["CVMSupport", "CVMCrypto"]),
+        // A workload folder as tar.gz (agent's POST /update-workload): strict reader.
+        .target(name: "WorkloadArchive", dependencies: ["CVMSupport", "CZlib", "Workload"]),
 
         // HTTP over libcurl for the cloud providers: retries, throttling, redaction. Knows no cloud.
         .target(name: "Transport", dependencies: [
@@ -106,7 +108,7 @@ let package = Package(
         ]),
         // The in-guest agent: measures the workload into PCR 23, serves the golden measurement.
         // Static Swift runtime so it runs in the image's root with only glibc, libstdc++ and OpenSSL.
-        .executableTarget(name: "cvm-agent", dependencies: ["CVMSupport", "CVMCrypto", "Workload", "TPM2", "COpenSSL"],
+        .executableTarget(name: "cvm-agent", dependencies: ["CVMSupport", "CVMCrypto", "Workload", "WorkloadArchive", "TPM2", "COpenSSL"],
                           linkerSettings: [.unsafeFlags(["-static-stdlib"] + staticFoundationGroup)]),
         // Fuzz harness for the format parsers (see docs/fuzzing.md).
         .executableTarget(name: "cvm-fuzz", dependencies: ["DiskImage", "EXT4"]),
@@ -118,7 +120,7 @@ let package = Package(
         .testTarget(name: "WorkloadTests", dependencies: ["Workload", "CVMCrypto", "CVMSupport"]),
         .testTarget(name: "DiskUpdateTests", dependencies: ["CVMTestData", "DiskUpdate", "DiskImage", "EXT4", "Workload", "CVMSupport"]),
         .testTarget(name: "CLITests", dependencies: ["CVMTestData", "DiskImage", "CVMSupport"]),
-        .testTarget(name: "ImageBuildTests", dependencies: ["ImageBuild", "LocalVM", "DiskUpdate", "DiskImage", "TPM2", "Workload", "CVMCrypto", "CVMSupport"]),
+        .testTarget(name: "ImageBuildTests", dependencies: ["ImageBuild", "LocalVM", "DiskUpdate", "DiskImage", "TPM2", "Workload", "WorkloadArchive", "CVMCrypto", "CVMSupport"]),
         .testTarget(name: "EXT4Tests", dependencies: ["EXT4", "CVMSupport"]),
         .testTarget(name: "CloudAuthTests", dependencies: ["CloudAuth", "CVMCrypto", "CVMSupport"],
                     exclude: ["Fixtures", "Scripts"]),

@@ -55,9 +55,24 @@ public enum TPM2 {
         return r[10...]
     }
 
+    /// Sends `command` and checks the response, sending it again while the TPM answers
+    /// TPM_RC_RETRY, TPM_RC_YIELDED or TPM_RC_TESTING (warnings that mean "not now").
+    static func transact(_ tpm: TPMTransport, _ bytes: [UInt8], command name: String) throws -> ArraySlice<UInt8> {
+        var attempt = 0
+        while true {
+            let r = try tpm.transmit(bytes)
+            if r.count >= 10, [0x922, 0x908, 0x90A].contains(be32(r, 6)), attempt < 20 {
+                attempt += 1
+                usleep(UInt32(10_000 * attempt))
+                continue
+            }
+            return try checkResponse(r, command: name)
+        }
+    }
+
     public static func extend(_ tpm: TPMTransport, pcr: UInt32, sha256 digest: [UInt8]) throws {
         guard digest.count == 32 else { throw CVMError.usage("PCR extend: a SHA-256 digest has 32 bytes, got \(digest.count)") }
-        _ = try checkResponse(try tpm.transmit(extendCommand(pcr: pcr, sha256: digest)), command: "PCR_Extend")
+        _ = try transact(tpm, extendCommand(pcr: pcr, sha256: digest), command: "PCR_Extend")
     }
 
     /// The SHA-256 bank's values of `pcrs` (the TPM returns at most 8 per call: asks again for
@@ -66,7 +81,7 @@ public enum TPM2 {
         var wanted = Set(pcrs.filter { $0 < 24 })
         var out: [UInt32: [UInt8]] = [:]
         while !wanted.isEmpty {
-            let r = try checkResponse(try tpm.transmit(readCommand(pcrs: wanted.sorted())), command: "PCR_Read")
+            let r = try transact(tpm, readCommand(pcrs: wanted.sorted()), command: "PCR_Read")
             let p = Array(r)
             var o = 4                                    // pcrUpdateCounter
             guard p.count >= o + 4 else { throw CVMError.io("TPM2_PCR_Read: truncated response") }

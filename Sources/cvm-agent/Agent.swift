@@ -11,10 +11,19 @@ import Workload
 final class Agent: @unchecked Sendable {
     let options: AgentOptions
     let tpm: TPMDevice
-    private let lock = NSLock()
-    private var workloadEvents: [WorkloadMeasurement.Event] = []
-    private var workloadError: String?
-    private var tlsFingerprint: String?
+    let lock = NSLock()
+    /// Serialises TPM use: the device takes one command at a time, and a quote's PCR values
+    /// must not change between the quote and their read.
+    let tpmLock = NSLock()
+    var workloadEvents: [WorkloadMeasurement.Event] = []
+    /// PCR 23 before `workloadEvents` were extended: zeros at boot, the previous value after an update.
+    var workloadPCR23Base = String(repeating: "0", count: 64)
+    var workloadUpdates = 0
+    let updateLock = NSLock()
+    let policy: AgentPolicy
+    let containerEngine: String?
+    var workloadError: String?
+    var tlsFingerprint: String?
     /// SHA-256 of the API token once issued (the token itself is returned once and not kept).
     private var apiTokenDigest: [UInt8]?
 
@@ -22,6 +31,14 @@ final class Agent: @unchecked Sendable {
         self.options = options
         tpm = try TPMDevice.open(candidates: options.tpmDevices)
         log("TPM at \(tpm.path)")
+        policy = AgentPolicy.load(workload: options.workload)
+        log("policy from \(policy.source): TLS \(policy.tls), workload update endpoint \(policy.workloadUpdateEndpoint), update auth \(policy.workloadUpdateAuth)")
+        containerEngine = findContainerEngine()
+        if let containerEngine {
+            log("container engine \(containerEngine) found, but running the compose workload is not implemented: it is measured only")
+        } else {
+            log("no container engine in this image (podman/docker not found): the compose workload is measured, not run")
+        }
     }
 
     /// Measures the workload folder and extends each event into PCR 23, in order.
@@ -36,7 +53,7 @@ final class Agent: @unchecked Sendable {
             return
         }
         for event in measurement.events {
-            try TPM2.extend(tpm, pcr: 23, sha256: hexToBytes(event.digest))
+            try tpmLock.withLock { try TPM2.extend(tpm, pcr: 23, sha256: hexToBytes(event.digest)) }
             lock.withLock { workloadEvents.append(event) }
             log("PCR 23 extended: \(event.digest) \(event.name)")
         }
@@ -47,6 +64,10 @@ final class Agent: @unchecked Sendable {
         let http = try HTTPServer(port: options.httpPort) { [self] in self.handle($0) }
         http.start()
         log("serving HTTP on port \(options.httpPort)")
+        guard policy.tls else {
+            log("HTTPS disabled by the policy (https_server.enable_tls = false)")
+            return
+        }
         let identity = try TLSIdentity()
         lock.withLock { tlsFingerprint = identity.fingerprint }
         let https = try HTTPServer(port: options.httpsPort, wrap: { identity.accept($0) }) { [self] in self.handle($0) }
@@ -63,6 +84,12 @@ final class Agent: @unchecked Sendable {
             }
         case ("GET", "/api-token"):
             return issueAPIToken()
+        case ("POST", "/update-workload"):
+            return updateWorkload(request)
+        case (_, "/update-workload"):
+            return .json(405, jsonObject(["error": "use POST"]))
+        case ("GET", _) where path.hasPrefix("/collaterals/"):
+            return collaterals(nonceHex: String(path.dropFirst("/collaterals/".count)))
         case (_, "/golden-measurement"), (_, "/api-token"):
             return .json(405, jsonObject(["error": "use GET"]))
         default:
@@ -89,12 +116,14 @@ final class Agent: @unchecked Sendable {
     func authorized(_ request: HTTPRequest) -> Bool {
         guard let header = request.headers["authorization"], header.hasPrefix("Bearer ") else { return false }
         let digest = SHA256.hash(String(header.dropFirst(7)))
-        return lock.withLock { apiTokenDigest == digest }
+        guard let issued = lock.withLock({ apiTokenDigest }), issued.count == digest.count else { return false }
+        // Constant time over the digest bytes as well.
+        return zip(issued, digest).reduce(0) { $0 | ($1.0 ^ $1.1) } == 0
     }
 
     /// `GET /golden-measurement` (docs/agent-api.md).
     func goldenMeasurement() throws -> [UInt8] {
-        let pcrs = try TPM2.readSHA256(tpm)
+        let pcrs = try tpmLock.withLock { try TPM2.readSHA256(tpm) }
         var bank: [String: String] = [:]
         for (index, value) in pcrs { bank[String(index)] = hexString(value) }
         let eventLog = readWholeFile(options.eventLog) ?? []
@@ -102,14 +131,61 @@ final class Agent: @unchecked Sendable {
         var object: [String: Any] = [
             "version": 1,
             "tee": Self.teeKind(),
+            "policy": policy.json,
+            "container_engine": containerEngine ?? NSNull(),
+            "workload_status": containerEngine == nil
+                ? "measured, not running: this image has no container engine (podman/docker)"
+                : "measured, not running: running the compose workload is not implemented",
             "pcrs": ["sha256": bank],
             "event_log": Base64.encode(eventLog),
             "workload_events": events.map { ["name": $0.name, "content_sha256": $0.contentSHA256, "digest": $0.digest] },
             "agent_version": AgentVersion.string,
         ]
+        lock.withLock {
+            object["workload_pcr23_base"] = workloadPCR23Base
+            object["workload_updates"] = workloadUpdates
+        }
         if let fingerprint { object["tls_fingerprint"] = fingerprint }
         if let error { object["workload_error"] = error }
         return Array(try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes]))
+    }
+
+    /// `GET /collaterals/{nonce}`: a TPM2 quote of all SHA-256 PCRs whose qualifying data is
+    /// SHA-256(nonce || TLS fingerprint bytes), with the AK, the PCR values and the event logs.
+    func collaterals(nonceHex: String) -> HTTPResponse {
+        guard (16...128).contains(nonceHex.count), nonceHex.count % 2 == 0,
+              nonceHex.allSatisfy({ $0.isHexDigit && $0.isASCII }) else {
+            return .json(400, jsonObject(["error": "the nonce must be 8 to 64 bytes in hex (16 to 128 hex digits)"]))
+        }
+        let nonce = hexToBytes(nonceHex)
+        let (events, error, fingerprint) = lock.withLock { (workloadEvents, workloadError, tlsFingerprint) }
+        let fingerprintBytes = fingerprint.map { hexToBytes(String($0.dropFirst("sha256:".count))) } ?? []
+        do {
+            let attestation = try tpmLock.withLock { try PCRAttestation.make(tpm, nonce: nonce, tlsFingerprint: fingerprintBytes) }
+            var bank: [String: String] = [:]
+            for (index, value) in attestation.pcrs { bank[String(index)] = hexString(value) }
+            var object: [String: Any] = [
+                "version": 1,
+                "nonce": hexString(nonce),
+                "qualifying_data": hexString(attestation.qualifyingData),
+                "quote": Base64.encode(attestation.quote.attest),
+                "signature": Base64.encode(attestation.quote.signature),
+                "ak_public": attestation.akPublicPEM,
+                "pcrs": ["sha256": bank],
+                "event_log": Base64.encode(readWholeFile(options.eventLog) ?? []),
+                "workload_events": events.map { ["name": $0.name, "content_sha256": $0.contentSHA256, "digest": $0.digest] },
+                "agent_version": AgentVersion.string,
+            ]
+            lock.withLock { object["workload_pcr23_base"] = workloadPCR23Base }
+            if let fingerprint { object["tls_fingerprint"] = fingerprint }
+            if let error { object["workload_error"] = error }
+            log("quote made for nonce \(hexString(nonce))")
+            return HTTPResponse(status: 200, body: Array(try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes])))
+        } catch let error as CVMError {
+            return .json(500, jsonObject(["error": error.message]))
+        } catch {
+            return .json(500, jsonObject(["error": "\(error)"]))
+        }
     }
 
     /// Which confidential-computing guest device the kernel offers.

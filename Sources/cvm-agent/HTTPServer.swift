@@ -20,7 +20,7 @@ struct HTTPResponse {
     static func json(_ status: Int, _ text: String) -> HTTPResponse { HTTPResponse(status: status, body: Array(text.utf8)) }
 
     static let reasons = [200: "OK", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
-                          405: "Method Not Allowed", 410: "Gone", 413: "Payload Too Large", 500: "Internal Server Error"]
+                          405: "Method Not Allowed", 409: "Conflict", 410: "Gone", 413: "Payload Too Large", 415: "Unsupported Media Type", 500: "Internal Server Error"]
 
     func encoded() -> [UInt8] {
         let head = "HTTP/1.1 \(status) \(Self.reasons[status] ?? "Status")\r\nContent-Type: \(contentType)\r\n"

@@ -187,9 +187,64 @@ final class LocalBootTests: XCTestCase {
         let token = try XCTUnwrap((try JSONSerialization.jsonObject(with: Data(first.body)) as? [String: String])?["token"])
         XCTAssertEqual(token.count, 64)
         XCTAssertEqual(LocalDeploy.httpGet(port: artifact.ports[1].host, path: "/api-token")?.status, 410)
-        // It is never written to the console.
+
+        // Collaterals: a quote bound to a fresh nonce and the TLS key, checked by an independent
+        // verifier (Python cryptography); a bad nonce is refused.
+        let http = artifact.ports[1].host
+        let nonce = hexString(SHA256.hash(UUID().uuidString))
+        let collaterals = try XCTUnwrap(LocalDeploy.httpGet(port: http, path: "/collaterals/\(nonce)"))
+        XCTAssertEqual(collaterals.status, 200, String(decoding: collaterals.body, as: UTF8.self))
+        try Data(collaterals.body).write(to: URL(fileURLWithPath: dir + "/collaterals.json"))
+        let python = try ImageTestSupport.tool("python3", package: "python3")
+        let verified = try python.run([ImageTestSupport.repo + "/scripts/verify-collaterals.py", dir + "/collaterals.json", nonce])
+        XCTAssertTrue(verified.contains("\"verified\": true"), verified)
+        XCTAssertThrowsError(try python.run([ImageTestSupport.repo + "/scripts/verify-collaterals.py", dir + "/collaterals.json", String(nonce.reversed())]))
+        XCTAssertEqual(LocalDeploy.httpGet(port: http, path: "/collaterals/abc")?.status, 400)
+        XCTAssertTrue((json["workload_status"] as? String ?? "").contains("no container engine"), "\(json)")
+
+        // update-workload: no token → 401, wrong token → 401, the token → measured and extended.
+        let newWorkload = dir + "/workload-v2"
+        try FileManager.default.copyItem(atPath: changed, toPath: newWorkload)
+        try "# v2 of the config\n".write(toFile: newWorkload + "/config/web/v2.conf", atomically: true, encoding: .utf8)
+        let tar = try ImageTestSupport.tool("tar", package: "tar")
+        try tar.run(["-czf", dir + "/v2.tar.gz", "-C", newWorkload, "."])
+        let curl = try ImageTestSupport.tool("curl", package: "curl")
+        func post(_ headers: [String]) throws -> (Int, String) {
+            let out = try curl.run(["-sS", "--max-time", "120", "-o", dir + "/post.json", "-w", "%{http_code}", "-X", "POST",
+                                    "-H", "Content-Type: application/gzip", "--data-binary", "@" + dir + "/v2.tar.gz"]
+                                   + headers.flatMap { ["-H", $0] } + ["http://127.0.0.1:\(http)/update-workload"])
+            return (Int(out) ?? 0, (try? String(contentsOfFile: dir + "/post.json", encoding: .utf8)) ?? "")
+        }
+        XCTAssertEqual(try post([]).0, 401)
+        XCTAssertEqual(try post(["Authorization: Bearer " + String(repeating: "0", count: 64)]).0, 401)
+        let (updated, updateBody) = try post(["Authorization: Bearer " + token])
+        XCTAssertEqual(updated, 200, updateBody)
+        let host2 = try WorkloadMeasurement.measure(try WorkloadFolder(path: newWorkload))
+        var expected = hexToBytesForTest(result.measurement.pcr23)
+        for event in host2.events { expected = SHA256.hash(expected + hexToBytesForTest(event.digest)) }
+        let after = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(updateBody.utf8)) as? [String: Any])
+        XCTAssertEqual(after["previous_pcr23"] as? String, result.measurement.pcr23)
+        XCTAssertEqual(after["pcr23"] as? String, hexString(expected))
+        let (_, body2) = try XCTUnwrap(LocalDeploy.httpGet(port: http, path: "/golden-measurement"))
+        let json2 = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(body2)) as? [String: Any])
+        let bank2 = try XCTUnwrap((json2["pcrs"] as? [String: Any])?["sha256"] as? [String: String])
+        XCTAssertEqual(bank2["23"], hexString(expected), "PCR 23 = old value extended by the new events")
+        XCTAssertEqual(json2["workload_pcr23_base"] as? String, result.measurement.pcr23)
+        XCTAssertEqual((json2["workload_events"] as? [[String: String]])?.map { $0["digest"] ?? "" }, host2.events.map(\.digest))
+
+        // The token is never written to the console.
         let console = try String(contentsOfFile: artifact.consoleLog, encoding: .utf8)
         XCTAssertFalse(console.contains(token))
+    }
+
+    func hexToBytesForTest(_ hex: String) -> [UInt8] {
+        var out: [UInt8] = []
+        var i = hex.startIndex
+        while let j = hex.index(i, offsetBy: 2, limitedBy: hex.endIndex), i < hex.endIndex {
+            out.append(UInt8(hex[i..<j], radix: 16) ?? 0)
+            i = j
+        }
+        return out
     }
 
     /// Ctrl-C while the VM boots: cvm-cli deploy-local stops qemu and swtpm, removes the state

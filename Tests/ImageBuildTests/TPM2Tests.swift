@@ -42,11 +42,12 @@ final class TPM2Tests: XCTestCase {
         }
     }
 
-    func testExtendAndReadAgainstSwtpm() throws {
+    /// A fresh swtpm on 127.0.0.1 for `body`, stopped and removed afterwards.
+    func withSwtpm(_ offset: UInt16, _ body: (SocketTPM, String) throws -> Void) throws {
         let swtpm = try ImageTestSupport.tool("swtpm", package: "swtpm")
         let dir = try ImageTestSupport.temporaryDirectory("swtpm")
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        let port = UInt16(20000 + Int(getpid()) % 20000)
+        let port = UInt16(20000 + Int(getpid()) % 20000) &+ offset
         let process = Process()
         process.executableURL = URL(fileURLWithPath: swtpm.path)
         process.arguments = ["socket", "--tpm2", "--tpmstate", "dir=\(dir)", "--flags", "not-need-init,startup-clear",
@@ -54,7 +55,10 @@ final class TPM2Tests: XCTestCase {
                              "--ctrl", "type=tcp,port=\(port + 1),bindaddr=127.0.0.1"]
         try process.run()
         defer { process.terminate(); process.waitUntilExit() }
-        let tpm = try SocketTPM(port: port)
+        try body(try SocketTPM(port: port), dir)
+    }
+
+    func testExtendAndReadAgainstSwtpm() throws { try withSwtpm(0) { tpm, _ in
 
         let before = try TPM2.readSHA256(tpm)
         XCTAssertEqual(before.count, 24, "all 24 SHA-256 PCRs in several reads")
@@ -70,5 +74,42 @@ final class TPM2Tests: XCTestCase {
         XCTAssertThrowsError(try TPM2.extend(tpm, pcr: 30, sha256: events[0])) {
             XCTAssertTrue("\($0)".contains("TPM2_PCR_Extend failed"), "\($0)")
         }
-    }
+    } }
+
+    /// AK + quote against swtpm, checked by an independent verifier (Python `cryptography`):
+    /// the ECDSA signature over TPMS_ATTEST with the AK's PEM, extraData = SHA-256(nonce ||
+    /// fingerprint), pcrDigest = SHA-256 of the PCR values. Then one changed input must fail it.
+    func testQuoteVerifiesIndependently() throws { try withSwtpm(2) { tpm, dir in
+        let python = try ImageTestSupport.tool("python3", package: "python3")
+        try TPM2.extend(tpm, pcr: 23, sha256: SHA256.hash("workload"))
+        let nonce = SHA256.hash("nonce") + [1, 2, 3]
+        let fingerprint = SHA256.hash("certificate DER")
+        let a = try PCRAttestation.make(tpm, nonce: nonce, tlsFingerprint: fingerprint)
+        XCTAssertEqual(a.pcrs.count, 24)
+        XCTAssertEqual(a.quote.attest.prefix(4), [0xFF, 0x54, 0x43, 0x47])
+        // The AK is a primary key: the same template gives the same key again.
+        let again = try PCRAttestation.make(tpm, nonce: nonce, tlsFingerprint: fingerprint)
+        XCTAssertEqual(again.akPublicPEM, a.akPublicPEM)
+
+        func document(_ pcrs: [UInt32: [UInt8]], fingerprint: [UInt8]) throws -> String {
+            var bank: [String: String] = [:]
+            for (i, v) in pcrs { bank[String(i)] = hexString(v) }
+            let object: [String: Any] = ["quote": Base64.encode(a.quote.attest), "signature": Base64.encode(a.quote.signature),
+                                         "ak_public": a.akPublicPEM, "pcrs": ["sha256": bank],
+                                         "tls_fingerprint": "sha256:" + hexString(fingerprint)]
+            let path = dir + "/collaterals-\(UUID().uuidString).json"
+            try JSONSerialization.data(withJSONObject: object).write(to: URL(fileURLWithPath: path))
+            return path
+        }
+        let script = ImageTestSupport.repo + "/scripts/verify-collaterals.py"
+        let out = try python.run([script, try document(a.pcrs, fingerprint: fingerprint), hexString(nonce)])
+        XCTAssertTrue(out.contains("\"verified\": true"), out)
+        XCTAssertTrue(out.contains(hexString(a.qualifyingData)), out)
+        // A wrong nonce, another TLS key, or a PCR value that was not quoted: the verifier refuses.
+        XCTAssertThrowsError(try python.run([script, try document(a.pcrs, fingerprint: fingerprint), hexString(SHA256.hash("other"))]))
+        XCTAssertThrowsError(try python.run([script, try document(a.pcrs, fingerprint: SHA256.hash("other")), hexString(nonce)]))
+        var changed = a.pcrs
+        changed[23] = SHA256.hash("not quoted")
+        XCTAssertThrowsError(try python.run([script, try document(changed, fingerprint: fingerprint), hexString(nonce)]))
+    } }
 }

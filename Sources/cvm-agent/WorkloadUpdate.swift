@@ -1,0 +1,133 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CVMCrypto
+import CVMSupport
+import Foundation
+import TPM2
+import Workload
+import WorkloadArchive
+
+/// `POST /update-workload` (docs/agent-api.md): a tar.gz of the new workload folder, checked
+/// with the host's WorkloadCheck, swapped in by rename, measured and extended into PCR 23.
+extension Agent {
+    static let maxArchiveBytes = 64 << 20
+    static let maxWorkloadBytes = 256 << 20
+
+    func updateWorkload(_ request: HTTPRequest) -> HTTPResponse {
+        guard policy.workloadUpdateEndpoint else {
+            return .json(403, jsonObject(["error": "the policy disables the workload update endpoint (https_server.enable_workload_update_endpoint)"]))
+        }
+        if policy.workloadUpdateAuth && !authorized(request) {
+            return .json(401, jsonObject(["error": "missing or wrong Authorization: Bearer <token> (GET /api-token issues it once)"]))
+        }
+        let contentType = request.headers["content-type"]?.split(separator: ";").first.map { $0.trimmingCharacters(in: .whitespaces).lowercased() }
+        guard contentType == "application/gzip" else {
+            return .json(415, jsonObject(["error": "Content-Type must be application/gzip (a tar.gz of the workload folder's content)"]))
+        }
+        guard updateLock.try() else { return .json(409, jsonObject(["error": "another workload update is in progress"])) }
+        defer { updateLock.unlock() }
+
+        let target = options.workload
+        let parent = (target as NSString).deletingLastPathComponent
+        let staging = parent + "/.workload-new-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+        let fm = FileManager.default
+        defer { try? fm.removeItem(atPath: staging) }
+        let measurement: WorkloadMeasurement
+        do {
+            let tar = try WorkloadArchive.gunzip(request.body, limit: Self.maxWorkloadBytes)
+            try WorkloadArchive.write(try WorkloadArchive.entries(tar: tar), to: staging)
+            let folder = try WorkloadFolder(path: staging)
+            let errors = WorkloadCheck.run(folder: folder).filter { $0.severity == .error }
+            guard errors.isEmpty else {
+                let messages = errors.map { $0.description.replacingOccurrences(of: staging, with: "workload") }
+                return .json(400, jsonText(["error": "the new workload fails the workload check", "diagnostics": messages]))
+            }
+            measurement = try WorkloadMeasurement.measure(folder)
+        } catch let error as CVMError {
+            return .json(400, jsonObject(["error": error.message]))
+        } catch {
+            return .json(400, jsonObject(["error": "\(error)"]))
+        }
+        do {
+            // Swap: the old folder aside, the new one in, the old one removed.
+            let old = parent + "/.workload-old-\(getpid())"
+            try? fm.removeItem(atPath: old)
+            let hadOld = fm.fileExists(atPath: target)
+            if hadOld { guard rename(target, old) == 0 else { throw CVMError.io("rename \(target): \(errnoDescription())") } }
+            guard rename(staging, target) == 0 else {
+                let reason = errnoDescription()
+                if hadOld { _ = rename(old, target) }
+                throw CVMError.io("rename into \(target): \(reason)")
+            }
+            sync()
+            try? fm.removeItem(atPath: old)
+
+            // PCR 23 cannot be reset: the new events extend the current value.
+            let (before, after): ([UInt8], [UInt8]) = try tpmLock.withLock {
+                let before = try TPM2.readSHA256(tpm, pcrs: [23])[23] ?? []
+                for event in measurement.events { try TPM2.extend(tpm, pcr: 23, sha256: hexToBytes(event.digest)) }
+                return (before, try TPM2.readSHA256(tpm, pcrs: [23])[23] ?? [])
+            }
+            lock.withLock {
+                workloadEvents = measurement.events
+                workloadError = nil
+                workloadPCR23Base = hexString(before)
+                workloadUpdates += 1
+            }
+            for event in measurement.events { log("PCR 23 extended: \(event.digest) \(event.name)") }
+            log("workload updated: \(measurement.events.count) events, PCR 23 \(hexString(before)) → \(hexString(after))")
+            return HTTPResponse(status: 200, body: Array(jsonText([
+                "pcr23": hexString(after),
+                "previous_pcr23": hexString(before),
+                "workload_events": measurement.events.map { ["name": $0.name, "content_sha256": $0.contentSHA256, "digest": $0.digest] },
+            ]).utf8))
+        } catch let error as CVMError {
+            return .json(500, jsonObject(["error": error.message]))
+        } catch {
+            return .json(500, jsonObject(["error": "\(error)"]))
+        }
+    }
+}
+
+func jsonText(_ object: [String: Any]) -> String {
+    let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes])) ?? Data("{}".utf8)
+    return String(decoding: data, as: UTF8.self)
+}
+
+/// The parts of `config/cvm_agent/cvm_agent_policy.json` the agent honours without a container
+/// engine, read once at start (a policy changed by an update applies from the next boot).
+struct AgentPolicy {
+    var tls = true
+    var workloadUpdateEndpoint = true
+    var workloadUpdateAuth = true
+    var source = "defaults (no policy file)"
+
+    static func load(workload: String) -> AgentPolicy {
+        var p = AgentPolicy()
+        let path = workload + "/config/cvm_agent/cvm_agent_policy.json"
+        guard let data = FileManager.default.contents(atPath: path) else { return p }
+        guard let root = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else {
+            p.source = "defaults (\(path) is not a JSON object)"
+            return p
+        }
+        let https = (root["cvm_config"] as? [String: Any])?["https_server"] as? [String: Any] ?? [:]
+        p.tls = https["enable_tls"] as? Bool ?? true
+        p.workloadUpdateEndpoint = https["enable_workload_update_endpoint"] as? Bool ?? true
+        p.workloadUpdateAuth = https["enable_workload_update_auth"] as? Bool ?? true
+        p.source = path
+        return p
+    }
+
+    var json: [String: Any] {
+        ["enable_tls": tls, "enable_workload_update_endpoint": workloadUpdateEndpoint,
+         "enable_workload_update_auth": workloadUpdateAuth, "source": source]
+    }
+}
+
+/// Which container engine the image has; the base image has none.
+func findContainerEngine() -> String? {
+    for path in ["/usr/bin/podman", "/usr/local/bin/podman", "/usr/bin/docker", "/usr/local/bin/docker"]
+        where FileManager.default.isExecutableFile(atPath: path) { return path }
+    return nil
+}
