@@ -18,7 +18,7 @@ final class EBSBlockFeeder: @unchecked Sendable {
     private let lock = NSLock()
     private let disk: DiskReader
     private let blockSize: Int
-    private var candidates: StoredBlockIterator
+    private var candidates: StoredChunkIndices
     private var aggregate: SHA256Hasher? = SHA256Hasher()
     /// Digests of blocks that completed before an earlier one did.
     private var waiting: [Int: [UInt8]] = [:]
@@ -39,7 +39,7 @@ final class EBSBlockFeeder: @unchecked Sendable {
     init(disk: DiskReader, blockSize: Int, hashContent: Bool = false) throws {
         self.disk = disk
         self.blockSize = blockSize
-        candidates = StoredBlockIterator(ranges: try disk.storedRanges(), blockSize: UInt64(blockSize), limit: disk.virtualSize)
+        candidates = StoredChunkIndices(ranges: try disk.storedRanges(), chunkSize: UInt64(blockSize), limit: disk.virtualSize)
         content = hashContent ? ContentHasher(virtualSize: disk.virtualSize) : nil
     }
 

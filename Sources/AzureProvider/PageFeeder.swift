@@ -32,7 +32,7 @@ final class PageFeeder: @unchecked Sendable {
     private let lock = NSLock()
     private let stream: FixedVHDStream
     private let written: [Range<UInt64>]
-    private var windows: WindowIterator
+    private var windows: StoredChunkIndices
     /// Runs of the current window still to hand out (reversed: popLast), and where it starts.
     private var pending: [Range<UInt64>] = []
     private var windowStart: UInt64 = 0
@@ -60,7 +60,7 @@ final class PageFeeder: @unchecked Sendable {
         }
         self.stream = stream
         self.written = normalizeRanges(written)
-        windows = WindowIterator(ranges: try stream.storedRanges(), window: UInt64(windowSize), limit: stream.size)
+        windows = StoredChunkIndices(ranges: try stream.storedRanges(), chunkSize: UInt64(windowSize), limit: stream.size)
         window = [UInt8](repeating: 0, count: windowSize)
     }
 
@@ -184,32 +184,5 @@ struct PageBody: RequestBody {
         let n = min(buffer.count, page.length - Int(offset))
         buffer.baseAddress!.copyMemory(from: page.buffer.memory.baseAddress! + Int(offset), byteCount: n)
         return n
-    }
-}
-
-/// Indices of the windows that intersect the stored ranges, ascending, each once.
-struct WindowIterator {
-    private let ranges: [Range<UInt64>]
-    private let window: UInt64
-    private var rangeIndex = 0
-    private var nextWindow: UInt64 = 0
-
-    init(ranges: [Range<UInt64>], window: UInt64, limit: UInt64) {
-        self.ranges = normalizeRanges(ranges.map { $0.clamped(to: 0..<limit) })
-        self.window = window
-    }
-
-    mutating func next() -> UInt64? {
-        while rangeIndex < ranges.count {
-            let range = ranges[rangeIndex]
-            let first = max(nextWindow, range.lowerBound / window)
-            let end = (range.upperBound + window - 1) / window
-            if first < end {
-                nextWindow = first + 1
-                return first
-            }
-            rangeIndex += 1
-        }
-        return nil
     }
 }

@@ -1,5 +1,10 @@
 import CVMSupport
 
+/// True when every byte is zero.
+public func isAllZero(_ bytes: [UInt8]) -> Bool {
+    bytes.withUnsafeBytes { isAllZero($0) }
+}
+
 /// True when every byte of `buffer` is zero. Word-at-a-time; the hot loop of zero skipping.
 @inline(__always)
 public func isAllZero(_ buffer: UnsafeRawBufferPointer) -> Bool {

@@ -43,6 +43,34 @@ extension DiskReader {
     }
 }
 
+/// Indices of the fixed-size chunks (EBS blocks, page-blob windows) that intersect stored
+/// ranges, ascending, each once: what an uploader reads, everything else being zeros.
+public struct StoredChunkIndices {
+    private let ranges: [Range<UInt64>]
+    private let chunkSize: UInt64
+    private var rangeIndex = 0
+    private var nextChunk: UInt64 = 0
+
+    public init(ranges: [Range<UInt64>], chunkSize: UInt64, limit: UInt64) {
+        self.ranges = normalizeRanges(ranges.map { $0.clamped(to: 0..<limit) })
+        self.chunkSize = chunkSize
+    }
+
+    public mutating func next() -> UInt64? {
+        while rangeIndex < ranges.count {
+            let range = ranges[rangeIndex]
+            let first = max(nextChunk, range.lowerBound / chunkSize)
+            let end = (range.upperBound + chunkSize - 1) / chunkSize
+            if first < end {
+                nextChunk = first + 1
+                return first
+            }
+            rangeIndex += 1
+        }
+        return nil
+    }
+}
+
 /// Merges and sorts ranges; helper for formats that collect stored blocks.
 public func normalizeRanges(_ ranges: [Range<UInt64>]) -> [Range<UInt64>] {
     let sorted = ranges.filter { !$0.isEmpty }.sorted { $0.lowerBound < $1.lowerBound }

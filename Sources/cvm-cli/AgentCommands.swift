@@ -60,7 +60,7 @@ extension GoldenCommand {
             try runReportingErrors {
                 let client = try connection.client()
                 let fetched = try client.fetchGoldenMeasurement()
-                try writeAgentOutput(fetched.document, to: output, force: force)
+                try writeOutput(fetched.document, to: output, force: force)
                 if let output {
                     FileHandle.standardError.write(Data("\(client.target.url("/golden-measurement")) (certificate sha256:\(fetched.certificateSHA256)) → \(output)\n".utf8))
                 }
@@ -101,21 +101,5 @@ struct APITokenCommand: ParsableCommand {
                 }
             }
         }
-    }
-}
-
-/// Writes to `path` atomically, or to stdout when `path` is nil.
-private func writeAgentOutput(_ bytes: [UInt8], to path: String?, force: Bool) throws {
-    guard let path else {
-        FileHandle.standardOutput.write(Data(bytes))
-        return
-    }
-    let out = try AtomicOutputFile(path: path, overwrite: force)
-    do {
-        try out.descriptor.write(bytes, at: 0)
-        try out.commit()
-    } catch {
-        out.discard()
-        throw error
     }
 }

@@ -97,7 +97,7 @@ private func readInput(_ path: String, what: String) throws -> [UInt8] {
 }
 
 /// Writes to `path` atomically, or to stdout when `path` is nil.
-private func writeOutput(_ bytes: [UInt8], to path: String?, force: Bool) throws {
+func writeOutput(_ bytes: [UInt8], to path: String?, force: Bool) throws {
     guard let path else {
         FileHandle.standardOutput.write(Data(bytes))
         return

@@ -1,6 +1,7 @@
 @testable import AWSProvider
 import CloudAuth
 import CVMSupport
+import DiskImage
 import Foundation
 @testable import Transport
 import XCTest
@@ -32,8 +33,8 @@ final class AWSProviderUnitTests: XCTestCase {
 
     func testStoredBlocksAreVisitedOnceInOrder() {
         let k: UInt64 = 1024
-        var it = StoredBlockIterator(ranges: [0..<10, 600 * k..<1100 * k, 1500 * k..<1600 * k, 1000 * k..<1030 * k],
-                                     blockSize: 512 * k, limit: 1536 * k)
+        var it = StoredChunkIndices(ranges: [0..<10, 600 * k..<1100 * k, 1500 * k..<1600 * k, 1000 * k..<1030 * k],
+                                    chunkSize: 512 * k, limit: 1536 * k)
         var got = [UInt64]()
         while let i = it.next() { got.append(i) }
         XCTAssertEqual(got, [0, 1, 2])   // the range past the limit is clamped away

@@ -64,7 +64,7 @@ final class AzureProviderUnitTests: XCTestCase {
         XCTAssertEqual(stream.size, UInt64(expected.count))
         XCTAssertEqual(stream.size, (10 << 20) + 512)
         var got = [UInt8](repeating: 0, count: Int(stream.size))
-        var windows = WindowIterator(ranges: try stream.storedRanges(), window: 4 << 20, limit: stream.size)
+        var windows = StoredChunkIndices(ranges: try stream.storedRanges(), chunkSize: 4 << 20, limit: stream.size)
         var read = 0
         while let w = windows.next() {
             let start = Int(w) * (4 << 20)
