@@ -115,7 +115,7 @@ let package = Package(
 
         // MARK: tests
         // Deterministic test data shared by the test targets.
-        .target(name: "CVMTestData", path: "Tests/CVMTestData"),
+        .target(name: "CVMTestData", path: "Tests/CVMTestData", exclude: ["Scripts"]),
         .testTarget(name: "DiskImageTests", dependencies: ["CVMTestData", "DiskImage", "CVMSupport"]),
         .testTarget(name: "WorkloadTests", dependencies: ["Workload", "CVMCrypto", "CVMSupport"]),
         .testTarget(name: "DiskUpdateTests", dependencies: ["CVMTestData", "DiskUpdate", "DiskImage", "EXT4", "Workload", "CVMSupport"]),
@@ -131,7 +131,8 @@ let package = Package(
         .testTarget(name: "GoldenTests", dependencies: ["CVMTestData", "Golden", "CVMCrypto", "CVMSupport"],
                     exclude: ["Scripts"]),
         // moto_server with SigV4 enforced, its boto3 helper and the fault proxy: shared by the AWS tests.
-        .target(name: "AWSTestSupport", dependencies: ["CVMSupport", "CVMTestData"], path: "Tests/AWSTestSupport"),
+        .target(name: "AWSTestSupport", dependencies: ["CVMSupport", "CVMTestData"], path: "Tests/AWSTestSupport",
+                exclude: ["Scripts"]),
         .testTarget(name: "AWSProviderTests", dependencies: [
             "AWSProvider", "CloudAuth", "Transport", "DiskImage", "CVMCrypto", "CVMSupport", "AWSTestSupport",
         ]),
