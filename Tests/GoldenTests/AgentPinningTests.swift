@@ -149,6 +149,13 @@ final class AgentPinningTests: XCTestCase {
         XCTAssertTrue(insecure.stderr.contains("terminates TLS"), "the relayed document names the agent's certificate: \(insecure.stderr)")
         XCTAssertTrue(relay.requests.contains("relayed GET /golden-measurement HTTP/1.1"), "\(relay.requests)")
         XCTAssertEqual(agent.requests.count, 2)
+        // update-workload --insecure: loud on every request, and it does go through.
+        XCTAssertEqual(try run(["api-token", "127.0.0.1:\(relay.port)", "--insecure"]).status, 0)
+        let insecureUpdate = try run(["update-workload", "127.0.0.1:\(relay.port)", "--insecure", "--workload", Self.repo + "/workload"])
+        XCTAssertEqual(insecureUpdate.status, 0, insecureUpdate.stderr)
+        XCTAssertTrue(insecureUpdate.stderr.contains("NOT verified"), insecureUpdate.stderr)
+        XCTAssertTrue(insecureUpdate.stdout.contains("MATCH"), insecureUpdate.stdout)
+        XCTAssertTrue(agent.requests.contains("POST /update-workload 200"), "\(agent.requests)")
     }
 
     /// --pin: a wrong pin is refused (nothing sent), the right one works; neither records
