@@ -115,6 +115,7 @@ public struct AgentClient {
     /// `trust` during the handshake, so an impostor receives not one byte of it (a token, an
     /// archive). Pin mismatches become one line naming both fingerprints and the record.
     public func exchange(_ template: HTTPRequest, accepted: Set<Int> = [200], retry: Bool = true,
+                         progress: TransferProgressHandler? = nil,
                          validate: (Answer) throws -> Void = { _ in }) throws -> Answer {
         let check: ServerCertificateCheck
         var recorded: String?
@@ -137,7 +138,7 @@ public struct AgentClient {
         }
         let response: HTTPResponse
         do {
-            response = try client.send(request)
+            response = try client.send(request, progress: progress)
         } catch let mismatch as TLSPinMismatch {
             switch trust {
             case .pin:

@@ -115,8 +115,10 @@ extension AgentClient {
     /// PCR 23 cannot be reset: the agent extends the new events on top of its current value,
     /// so the prediction starts from the PCR 23 read just before the upload. Sends nothing if
     /// the agent's certificate is not the pinned one.
+    /// `progress` sees the archive's bytes as they go out.
     public func updateWorkload(_ packed: PackedWorkload, token: APIToken, timeout: Double = 300,
-                               pollInterval: Double = 1) throws -> WorkloadUpdateOutcome {
+                               pollInterval: Double = 1,
+                               progress: TransferProgressHandler? = nil) throws -> WorkloadUpdateOutcome {
         let start = Date()
         let goldenURL = target.url("/golden-measurement")
         let updateURL = target.url("/update-workload")
@@ -136,7 +138,7 @@ extension AgentClient {
         request.deadline = max(30, timeout - Date().timeIntervalSince(start))
         // Every status is an answer to explain, and none is retried: a repeated update would
         // extend PCR 23 twice.
-        let answer = try exchange(request, accepted: Set(100..<600), retry: false)
+        let answer = try exchange(request, accepted: Set(100..<600), retry: false, progress: progress)
         guard answer.status == 200 else {
             throw refusal(status: answer.status, body: answer.body, url: updateURL, token: token, archiveBytes: packed.archive.count)
         }

@@ -56,7 +56,11 @@ struct UpdateWorkloadCommand: ParsableCommand {
             for d in packed.warnings { FileHandle.standardError.write(Data("\(d)\n".utf8)) }
             FileHandle.standardError.write(Data("cvm-cli: \(workload): \(packed.measurement.events.count) measured files, archive \(formatBytes(UInt64(packed.archive.count))) (sha256:\(packed.archiveSHA256)) → \(client.target.url("/update-workload")) with the token from \(token.source)\n".utf8))
 
-            let outcome = try client.updateWorkload(packed, token: token, timeout: timeout)
+            // Bytes, rate and ETA on a terminal only.
+            let reporter = ProgressReporter(label: "update-workload", total: UInt64(packed.archive.count))
+            let outcome = try client.updateWorkload(packed, token: token, timeout: timeout,
+                                                    progress: { sent, _ in reporter.update(sent) })
+            reporter.finish()
             if outcome.matches, let output {
                 try writeOutput(outcome.goldenMeasurement, to: output, force: force)
             }
