@@ -106,9 +106,13 @@ public struct AgentClient {
     /// GETs `path` over HTTPS with the certificate checked per `trust`; `accepted` statuses are
     /// returned, others thrown. `retry: false` for answers that exist once (the API token).
     /// `validate` runs before a first-use pin is recorded: a refused answer records nothing.
+    /// `deadline`: seconds for all attempts (default: the client's).
     public func get(_ path: String, accepted: Set<Int> = [200], retry: Bool = true,
-                    secret: Bool = false, validate: (Answer) throws -> Void = { _ in }) throws -> Answer {
-        try exchange(HTTPRequest(method: "GET", url: target.url(path)), accepted: accepted, retry: retry, validate: validate)
+                    secret: Bool = false, deadline: Double? = nil,
+                    validate: (Answer) throws -> Void = { _ in }) throws -> Answer {
+        var request = HTTPRequest(method: "GET", url: target.url(path))
+        request.deadline = deadline
+        return try exchange(request, accepted: accepted, retry: retry, validate: validate)
     }
 
     /// Sends `request` (its URL on this target) over HTTPS with the certificate checked per

@@ -123,7 +123,10 @@ extension AgentClient {
         let goldenURL = target.url("/golden-measurement")
         let updateURL = target.url("/update-workload")
 
-        let before = try fetchGoldenMeasurement()
+        // Every request stays within `timeout` (at least a few seconds each, at most the client's own).
+        func remaining() -> Double { min(client.configuration.deadline, max(5, timeout - Date().timeIntervalSince(start))) }
+
+        let before = try fetchGoldenMeasurement(deadline: remaining())
         let beforeDoc = try CanonicalJSON.parse(before.document, source: goldenURL)
         guard let pcr23Before = Self.pcr23(beforeDoc) else {
             throw CVMError.invalid("\(goldenURL): the answer has no pcrs.sha256.\"23\" of 64 hex digits; is this a cvm-agent?")
@@ -146,7 +149,7 @@ extension AgentClient {
 
         let expectedDigests = packed.measurement.events.map(\.digest)
         while true {
-            let now = try fetchGoldenMeasurement()
+            let now = try fetchGoldenMeasurement(deadline: remaining())
             let doc = try CanonicalJSON.parse(now.document, source: goldenURL)
             let digests: [String]? = {
                 guard case .array(let events)? = doc["workload_events"] else { return nil }
