@@ -138,7 +138,7 @@ extension AgentClient {
         request.headers.set("Authorization", "Bearer " + token.value)
         request.headers.set("Content-Type", "application/gzip")
         request.secretValues = [token.value]
-        request.deadline = max(30, timeout - Date().timeIntervalSince(start))
+        request.deadline = max(5, timeout - Date().timeIntervalSince(start))
         // Every status is an answer to explain, and none is retried: a repeated update would
         // extend PCR 23 twice.
         let answer = try exchange(request, accepted: Set(100..<600), retry: false, progress: progress)

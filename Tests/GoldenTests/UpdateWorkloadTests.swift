@@ -139,6 +139,14 @@ extension AgentPinningTests {
         XCTAssertTrue(mismatch.stderr.contains("besides the workload measurement"), mismatch.stderr)
         XCTAssertFalse(FileManager.default.fileExists(atPath: out), "a mismatched golden measurement must not be written")
 
+        let moved = try start("agent", name: "moved", extra: ["--extend-before"])
+        let movedAt = "127.0.0.1:\(moved.port)"
+        XCTAssertEqual(try run(["api-token", movedAt]).status, 0)
+        let base = try run(["update-workload", movedAt, "--workload", v1])
+        XCTAssertEqual(base.status, 1, base.stderr)
+        XCTAssertTrue(base.stdout.contains("MISMATCH"), base.stdout)
+        XCTAssertTrue(base.stderr.contains("something else extended PCR 23 in between"), base.stderr)
+
         let late = try start("agent", name: "late", extra: ["--report-delay", "2.5"])
         let lateAt = "127.0.0.1:\(late.port)"
         XCTAssertEqual(try run(["api-token", lateAt]).status, 0)

@@ -11,7 +11,8 @@ top of its current value, as the real agent does (docs/agent-api.md).
 
   fake_agent.py agent --cert-dir D --log L --port-file P [--wrong-fingerprint] [--port N]
                 [--update-status N]   answer every update with N (403, 413, 415: as the agent)
-                [--extra-extend]      also extend PCR 23 once more (something else did)
+                [--extra-extend]      also extend PCR 23 once more after the update (something else did)
+                [--extend-before]     extend PCR 23 once just before applying the update
                 [--report-delay S]    /golden-measurement shows an update S seconds late
   fake_agent.py mitm  --cert-dir D --log L --port-file P --upstream PORT
       A TLS-terminating relay presenting its own certificate and forwarding to the upstream.
@@ -156,6 +157,8 @@ def serve_agent(args):
                 return 400, {"error": str(e)}
             with lock:
                 old = (state["pcr23"], state["base"], state["events"], state["updates"])
+                if args.extend_before:
+                    state["pcr23"] = hashlib.sha256(state["pcr23"] + hashlib.sha256(b"in between").digest()).digest()
                 pcr = base = state["pcr23"]
                 for event in events:
                     pcr = hashlib.sha256(pcr + bytes.fromhex(event["digest"])).digest()
@@ -250,6 +253,7 @@ if __name__ == "__main__":
     p.add_argument("--wrong-fingerprint", action="store_true")
     p.add_argument("--update-status", type=int)
     p.add_argument("--extra-extend", action="store_true")
+    p.add_argument("--extend-before", action="store_true")
     p.add_argument("--report-delay", type=float, default=0)
     a = p.parse_args()
     open(a.log, "a").close()
