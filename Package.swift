@@ -99,6 +99,7 @@ let package = Package(
         // The in-guest agent's client: its address from the deploy artifacts, TLS pinned (TOFU).
         .target(name: "AgentClient", dependencies: [
             "CVMSupport", "Transport", .product(name: "Logging", package: "swift-log"),
+            "CVMCrypto", "Workload", "WorkloadArchive",
         ]),
 
         // MARK: executables

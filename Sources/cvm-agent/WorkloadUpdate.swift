@@ -11,8 +11,8 @@ import WorkloadArchive
 /// `POST /update-workload` (docs/agent-api.md): a tar.gz of the new workload folder, checked
 /// with the host's WorkloadCheck, swapped in by rename, measured and extended into PCR 23.
 extension Agent {
-    static let maxArchiveBytes = 64 << 20
-    static let maxWorkloadBytes = 256 << 20
+    static let maxArchiveBytes = WorkloadArchive.maxCompressedBytes
+    static let maxWorkloadBytes = WorkloadArchive.maxUnpackedBytes
 
     func updateWorkload(_ request: HTTPRequest) -> HTTPResponse {
         guard policy.workloadUpdateEndpoint else {
