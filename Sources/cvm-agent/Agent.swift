@@ -172,9 +172,14 @@ final class Agent: @unchecked Sendable {
 
     /// The collaterals document for `nonce` (also what POST /offchain-verify verifies).
     func makeCollaterals(nonce: [UInt8]) throws -> [UInt8] {
-        let (events, error, fingerprint) = lock.withLock { (workloadEvents, workloadError, tlsFingerprint) }
+        let fingerprint = lock.withLock { tlsFingerprint }
         let fingerprintBytes = fingerprint.map { hexToBytes(String($0.dropFirst("sha256:".count))) } ?? []
-        let attestation = try tpmLock.withLock { try PCRAttestation.make(tpm, nonce: nonce, tlsFingerprint: fingerprintBytes) }
+        // The workload events are read with the TPM held: they are the ones behind the quoted PCR 23.
+        let (attestation, events, error, base) = try tpmLock.withLock {
+            let attestation = try PCRAttestation.make(tpm, nonce: nonce, tlsFingerprint: fingerprintBytes)
+            let (events, error, base) = lock.withLock { (workloadEvents, workloadError, workloadPCR23Base) }
+            return (attestation, events, error, base)
+        }
         var bank: [String: String] = [:]
         for (index, value) in attestation.pcrs { bank[String(index)] = hexString(value) }
         var object: [String: Any] = [
@@ -189,7 +194,7 @@ final class Agent: @unchecked Sendable {
             "workload_events": events.map { ["name": $0.name, "content_sha256": $0.contentSHA256, "digest": $0.digest] },
             "agent_version": AgentVersion.string,
         ]
-        lock.withLock { object["workload_pcr23_base"] = workloadPCR23Base }
+        object["workload_pcr23_base"] = base
         if let fingerprint { object["tls_fingerprint"] = fingerprint }
         if let error { object["workload_error"] = error }
         log("quote made for nonce \(hexString(nonce))")

@@ -214,6 +214,29 @@ final class AttestationVerifyTests: XCTestCase {
             XCTAssertEqual(oracle.status == 0, report.passed, "\(c.name): verify-collaterals.py says \(oracle.stdout)\(oracle.stderr)")
         }
 
+        // Every single-bit change anywhere in the quote or signature, and every truncation, fails
+        // the signature check (and never crashes the parser).
+        let goldenReference = try GoldenReference.parse(Array(try JSONSerialization.data(withJSONObject: f.golden)), source: "g")
+        for field in ["quote", "signature"] {
+            let original = Base64.decode(f.collaterals[field] as! String)!
+            var variants: [[UInt8]] = (0..<original.count * 8).map { bit in
+                var b = original
+                b[bit / 8] ^= 1 << (bit % 8)
+                return b
+            }
+            variants += (0..<original.count).map { Array(original.prefix($0)) }
+            variants.append(original + [0])
+            for (n, bytes) in variants.enumerated() {
+                var c = f.collaterals
+                c[field] = Base64.encode(bytes)
+                if bytes.isEmpty { continue }          // empty base64 is refused as input
+                let report = try AttestationVerifier.verify(try Collaterals.parse(Array(try JSONSerialization.data(withJSONObject: c)), source: "c"),
+                                                            against: goldenReference, options: .init())
+                XCTAssertFalse(report.passed, "\(field) variant \(n)")
+                XCTAssertEqual(report.checks.first { $0.name == "signature" }?.status, .fail, "\(field) variant \(n)")
+            }
+        }
+
         // The prediction's other PCRs are reported with their reasons, not compared.
         let report = try AttestationVerifier.verify(try Collaterals.parse(Array(try JSONSerialization.data(withJSONObject: f.collaterals)), source: "c"),
                                                     against: try GoldenReference.parse(Array(try JSONSerialization.data(withJSONObject: prediction)), source: "p"),

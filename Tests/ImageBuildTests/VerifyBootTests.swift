@@ -1,3 +1,4 @@
+import Attestation
 import CVMCrypto
 import CVMSupport
 import Foundation
@@ -120,5 +121,53 @@ final class VerifyBootTests: XCTestCase {
             XCTAssertTrue(message.contains(expected), "\(body): \(message)")
         }
         XCTAssertEqual(LocalDeploy.httpGet(port: http, path: "/offchain-verify")?.status, 405)
+
+        // After update-workload: the old golden measurement fails on PCR 23 alone (the events
+        // replay from workload_pcr23_base), the one fetched after the update passes, and a PCR 23
+        // computed from zeros for the new workload fails with the reason.
+        let (_, tokenBody) = try XCTUnwrap(LocalDeploy.httpGet(port: http, path: "/api-token", timeout: 30))
+        let token = try XCTUnwrap((try JSONSerialization.jsonObject(with: Data(tokenBody)) as? [String: String])?["token"])
+        let newWorkload = dir + "/workload-v2"
+        try FileManager.default.copyItem(atPath: ImageTestSupport.repo + "/workload", toPath: newWorkload)
+        try "# v2\n".write(toFile: newWorkload + "/config/web/v2.conf", atomically: true, encoding: .utf8)
+        let tar = try ImageTestSupport.tool("tar", package: "tar")
+        try tar.run(["-czf", dir + "/v2.tar.gz", "-C", newWorkload, "."])
+        let posted = try curl.run(["-sS", "--max-time", "120", "-o", dir + "/update.json", "-w", "%{http_code}", "-X", "POST",
+                                   "-H", "Content-Type: application/gzip", "-H", "Authorization: Bearer " + token,
+                                   "--data-binary", "@" + dir + "/v2.tar.gz", "http://127.0.0.1:\(http)/update-workload"])
+        XCTAssertEqual(posted, "200", (try? String(contentsOfFile: dir + "/update.json", encoding: .utf8)) ?? "")
+        let (_, golden2Body) = try XCTUnwrap(LocalDeploy.httpGet(port: http, path: "/golden-measurement", timeout: 60))
+        let golden2 = dir + "/golden2.json"
+        try Data(golden2Body).write(to: URL(fileURLWithPath: golden2))
+        let nonce3 = hexString(SHA256.hash("after update " + nonce))
+        let (_, collaterals2Body) = try XCTUnwrap(LocalDeploy.httpGet(port: http, path: "/collaterals/\(nonce3)", timeout: 60))
+        let collaterals2 = dir + "/collaterals2.json"
+        try Data(collaterals2Body).write(to: URL(fileURLWithPath: collaterals2))
+
+        let old = try cli.runCapturing(["verify", collaterals2, golden, "--nonce", nonce3, "--json"])
+        XCTAssertEqual(old.status, 1, old.stdout)
+        let oldReport = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(old.stdout.utf8)) as? [String: Any])
+        XCTAssertEqual((oldReport["reasons"] as? [String])?.count, 1, "\(oldReport["reasons"] ?? "")")
+        XCTAssertTrue((oldReport["reasons"] as? [String])?.first?.hasPrefix("PCR 23: ") == true, "\(oldReport["reasons"] ?? "")")
+        let new = try cli.runCapturing(["verify", collaterals2, golden2, "--nonce", nonce3])
+        XCTAssertEqual(new.status, 0, new.stdout + new.stderr)
+        XCTAssertTrue(new.stdout.contains("replayed from workload_pcr23_base \(bank["23"]!)"), new.stdout)
+        XCTAssertEqual(try python.runCapturing([script, collaterals2, nonce3, "--golden", golden2]).status, 0)
+        XCTAssertNotEqual(try python.runCapturing([script, collaterals2, nonce3, "--golden", golden]).status, 0)
+
+        var fromZeros = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(golden2Body)) as? [String: Any])
+        var pcr23 = [UInt8](repeating: 0, count: 32)
+        for event in try XCTUnwrap(fromZeros["workload_events"] as? [[String: String]]) {
+            let digest = try XCTUnwrap(decodeHex(event["digest"] ?? ""))
+            pcr23 = SHA256.hash(pcr23 + digest)
+        }
+        var zerosBank = try XCTUnwrap((fromZeros["pcrs"] as? [String: Any])?["sha256"] as? [String: String])
+        zerosBank["23"] = hexString(pcr23)
+        fromZeros["pcrs"] = ["sha256": zerosBank]
+        try JSONSerialization.data(withJSONObject: fromZeros).write(to: URL(fileURLWithPath: dir + "/zeros.json"))
+        let zeros = try cli.runCapturing(["verify", collaterals2, dir + "/zeros.json", "--nonce", nonce3])
+        XCTAssertEqual(zeros.status, 1, zeros.stdout)
+        XCTAssertTrue(zeros.stderr.contains("PCR 23: ") && zeros.stderr.contains("installed by update-workload"), zeros.stderr)
     }
 }
+
