@@ -146,7 +146,7 @@ struct Fields {
         guard value[key] != nil, value[key] != .null else { return nil }
         let text = try string(key)
         guard let decoded = decodeHex(text), bytes == nil || decoded.count == bytes else {
-            throw CVMError.invalid("\(source): \(key) must be \(bytes.map { "\($0) bytes in" } ?? "") hex")
+            throw CVMError.invalid("\(source): \(key) must be \(bytes.map { "\($0) bytes in " } ?? "")hex")
         }
         return decoded
     }

@@ -136,13 +136,17 @@ final class VerifyBootTests: XCTestCase {
                                    "-H", "Content-Type: application/gzip", "-H", "Authorization: Bearer " + token,
                                    "--data-binary", "@" + dir + "/v2.tar.gz", "http://127.0.0.1:\(http)/update-workload"])
         XCTAssertEqual(posted, "200", (try? String(contentsOfFile: dir + "/update.json", encoding: .utf8)) ?? "")
-        let (_, golden2Body) = try XCTUnwrap(LocalDeploy.httpGet(port: http, path: "/golden-measurement", timeout: 60))
+        // The user's flow this time: golden fetch (pinned TLS, trust on first use recorded in the
+        // VM's artifact), then collaterals (its tls_fingerprint must be that pin).
+        let artifacts = ["--artifacts", options.artifactsDir]
         let golden2 = dir + "/golden2.json"
-        try Data(golden2Body).write(to: URL(fileURLWithPath: golden2))
+        let fetch = try cli.runCapturing(["golden", "fetch", "verify-test", "-o", golden2] + artifacts)
+        XCTAssertEqual(fetch.status, 0, fetch.stderr)
+        let golden2Body = Array(try Data(contentsOf: URL(fileURLWithPath: golden2)))
         let nonce3 = hexString(SHA256.hash("after update " + nonce))
-        let (_, collaterals2Body) = try XCTUnwrap(LocalDeploy.httpGet(port: http, path: "/collaterals/\(nonce3)", timeout: 60))
         let collaterals2 = dir + "/collaterals2.json"
-        try Data(collaterals2Body).write(to: URL(fileURLWithPath: collaterals2))
+        let fetched = try cli.runCapturing(["collaterals", "verify-test", "--nonce", nonce3, "-o", collaterals2] + artifacts)
+        XCTAssertEqual(fetched.status, 0, fetched.stderr)
 
         let old = try cli.runCapturing(["verify", collaterals2, golden, "--nonce", nonce3, "--json"])
         XCTAssertEqual(old.status, 1, old.stdout)
