@@ -11,7 +11,7 @@ extension TPM2 {
     static let algRSASSA: UInt16 = 0x0014
 
     /// A parsed TPMS_ATTEST of type TPM_ST_ATTEST_QUOTE.
-    public struct QuoteInfo: Sendable, Equatable {
+    public struct QuoteInfo: Sendable {
         public let qualifiedSigner: [UInt8]
         /// The caller's qualifying data (the agent's SHA-256(nonce || tls fingerprint)).
         public let extraData: [UInt8]
@@ -23,12 +23,6 @@ extension TPM2 {
         /// their values are concatenated for `pcrDigest`.
         public let selection: [(algorithm: UInt16, pcrs: [UInt32])]
         public let pcrDigest: [UInt8]
-
-        public static func == (a: QuoteInfo, b: QuoteInfo) -> Bool {
-            a.extraData == b.extraData && a.pcrDigest == b.pcrDigest && a.qualifiedSigner == b.qualifiedSigner
-                && a.selection.map(\.algorithm) == b.selection.map(\.algorithm) && a.selection.map(\.pcrs) == b.selection.map(\.pcrs)
-                && a.clock == b.clock && a.firmwareVersion == b.firmwareVersion
-        }
 
         /// Parses `attest`; throws a one-line reason when it is not a well-formed quote.
         public init(_ attest: [UInt8]) throws {
