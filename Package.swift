@@ -79,6 +79,8 @@ let package = Package(
 
         // Golden measurements: signing and verifying them (canonical JSON from CVMSupport).
         .target(name: "Golden", dependencies: ["CVMSupport", "CVMCrypto"]),
+        // Verifying attestation collaterals (TPM quote, event logs) against a golden measurement.
+        .target(name: "Attestation", dependencies: ["CVMSupport", "CVMCrypto", "TPM2", "Golden"]),
         // The confidential-VM matrix (providers/*.json, built in): vm_type × region × TEE checks.
         .target(name: "CVMMatrix", dependencies: ["CVMSupport"]),
         // The deploy pipeline every cloud follows: roles, artifacts, plans, ports, Secure Boot certs.
@@ -104,12 +106,12 @@ let package = Package(
 
         // MARK: executables
         .executableTarget(name: "cvm-cli", dependencies: [
-            "DiskImage", "CVMSupport", "Workload", "DiskUpdate", "AWSProvider", "Golden", "CVMCrypto", "CVMMatrix", "Deploy", "GCPProvider", "AzureProvider", "ImageBuild", "LocalVM", "AgentClient",
+            "DiskImage", "CVMSupport", "Workload", "DiskUpdate", "AWSProvider", "Golden", "CVMCrypto", "CVMMatrix", "Deploy", "GCPProvider", "AzureProvider", "ImageBuild", "LocalVM", "AgentClient", "Attestation",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         // The in-guest agent: measures the workload into PCR 23, serves the golden measurement.
         // Static Swift runtime so it runs in the image's root with only glibc, libstdc++ and OpenSSL.
-        .executableTarget(name: "cvm-agent", dependencies: ["CVMSupport", "CVMCrypto", "Workload", "WorkloadArchive", "TPM2", "COpenSSL"],
+        .executableTarget(name: "cvm-agent", dependencies: ["CVMSupport", "CVMCrypto", "Workload", "WorkloadArchive", "TPM2", "COpenSSL", "Attestation"],
                           linkerSettings: [.unsafeFlags(["-static-stdlib"] + staticFoundationGroup)]),
         // Fuzz harness for the format parsers (see docs/fuzzing.md).
         .executableTarget(name: "cvm-fuzz", dependencies: ["DiskImage", "EXT4"]),
@@ -121,7 +123,7 @@ let package = Package(
         .testTarget(name: "WorkloadTests", dependencies: ["Workload", "CVMCrypto", "CVMSupport"]),
         .testTarget(name: "DiskUpdateTests", dependencies: ["CVMTestData", "DiskUpdate", "DiskImage", "EXT4", "Workload", "CVMSupport"]),
         .testTarget(name: "CLITests", dependencies: ["CVMTestData", "DiskImage", "CVMSupport"]),
-        .testTarget(name: "ImageBuildTests", dependencies: ["ImageBuild", "LocalVM", "DiskUpdate", "DiskImage", "TPM2", "Workload", "WorkloadArchive", "CVMCrypto", "CVMSupport"]),
+        .testTarget(name: "ImageBuildTests", dependencies: ["ImageBuild", "LocalVM", "DiskUpdate", "DiskImage", "TPM2", "Workload", "WorkloadArchive", "CVMCrypto", "CVMSupport", "Attestation", "Golden"]),
         .testTarget(name: "EXT4Tests", dependencies: ["EXT4", "CVMSupport"]),
         .testTarget(name: "CloudAuthTests", dependencies: ["CloudAuth", "CVMCrypto", "CVMSupport"],
                     exclude: ["Fixtures", "Scripts"]),

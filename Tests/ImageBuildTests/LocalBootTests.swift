@@ -31,7 +31,7 @@ final class LocalBootTests: XCTestCase {
         return nextPort
     }
 
-    func deployOptions(disk: String, dir: String, name: String) -> LocalDeploy.Options {
+    static func deployOptions(disk: String, dir: String, name: String) -> LocalDeploy.Options {
         var o = LocalDeploy.Options()
         o.disk = disk
         o.vmName = name
@@ -48,7 +48,7 @@ final class LocalBootTests: XCTestCase {
         let dir = try ImageTestSupport.temporaryDirectory("boot")
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let (image, manifest) = try Self.buildImage(dir)
-        let options = deployOptions(disk: image, dir: dir, name: "boot-test")
+        let options = Self.deployOptions(disk: image, dir: dir, name: "boot-test")
         let artifact = try LocalDeploy.start(options)
         defer { try? LocalDeploy.stop(artifactFile: LocalDeploy.artifactPath(options)) }
 
@@ -149,7 +149,7 @@ final class LocalBootTests: XCTestCase {
         try file.write(byte, at: target)
         file.close()
 
-        let options = deployOptions(disk: image, dir: dir, name: "tamper-test")
+        let options = Self.deployOptions(disk: image, dir: dir, name: "tamper-test")
         XCTAssertThrowsError(try LocalDeploy.start(options)) { error in
             XCTAssertTrue("\(error)".contains("refusing to boot"), "\(error)")
         }
@@ -171,7 +171,7 @@ final class LocalBootTests: XCTestCase {
         let result = try UpdateDisk.run(disk: image, options: update)
         XCTAssertNotEqual(result.measurement.pcr23, manifest.workloadPCR23)
 
-        let options = deployOptions(disk: image, dir: dir, name: "update-test")
+        let options = Self.deployOptions(disk: image, dir: dir, name: "update-test")
         let artifact = try LocalDeploy.start(options)
         defer { try? LocalDeploy.stop(artifactFile: LocalDeploy.artifactPath(options)) }
         let (status, body) = try XCTUnwrap(LocalDeploy.httpGet(port: artifact.ports[1].host, path: "/golden-measurement"))
