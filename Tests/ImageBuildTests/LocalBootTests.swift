@@ -142,7 +142,7 @@ final class LocalBootTests: XCTestCase {
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let (image, manifest) = try Self.buildImage(dir)
         let root = try XCTUnwrap(manifest.partitions.first { $0.name == "root" })
-        let file = try FileDescriptor(fd: open(image, O_RDWR), path: image)
+        let file = FileDescriptor(fd: open(image, O_RDWR), path: image)
         let target = root.offset + root.size / 3
         var byte = try file.read(count: 1, at: target)
         byte[0] ^= 0x01

@@ -27,8 +27,8 @@ final class LocalDeployErrorTests: XCTestCase {
         // A GPT disk with only a Linux partition.
         let disk = dir + "/no-esp.raw"
         let size: UInt64 = 8 << 20
-        FileManager.default.createFile(atPath: disk, contents: nil)
-        let file = try FileDescriptor(fd: open(disk, O_RDWR), path: disk)
+        _ = FileManager.default.createFile(atPath: disk, contents: nil)
+        let file = FileDescriptor(fd: open(disk, O_RDWR), path: disk)
         try file.truncate(to: size)
         let layout = GPTLayout(diskGUID: guidFromDigest(Array(repeating: 1, count: 16)), diskSize: size, entries: [
             .init(name: "data", typeGUID: "0FC63DAF-8483-4772-8E79-3D69D8477DE4", uniqueGUID: guidFromDigest(Array(repeating: 2, count: 16)),
@@ -65,7 +65,7 @@ final class LocalDeployErrorTests: XCTestCase {
         try FileManager.default.copyItem(atPath: disk, toPath: withESP)
         var espLayout = layout
         espLayout.entries[0].typeGUID = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B"
-        let f2 = try FileDescriptor(fd: open(withESP, O_RDWR), path: withESP)
+        let f2 = FileDescriptor(fd: open(withESP, O_RDWR), path: withESP)
         for (offset, bytes) in try espLayout.encoded() { try f2.write(bytes, at: offset) }
         f2.close()
         options.disk = withESP

@@ -125,23 +125,25 @@ final class VerifyBootTests: XCTestCase {
         // After update-workload: the old golden measurement fails on PCR 23 alone (the events
         // replay from workload_pcr23_base), the one fetched after the update passes, and a PCR 23
         // computed from zeros for the new workload fails with the reason.
-        let (_, tokenBody) = try XCTUnwrap(LocalDeploy.httpGet(port: http, path: "/api-token", timeout: 30))
-        let token = try XCTUnwrap((try JSONSerialization.jsonObject(with: Data(tokenBody)) as? [String: String])?["token"])
+        // The user's flow: api-token (pinned TLS, trust on first use recorded in the VM's
+        // artifact; the token stored 0600), update-workload with the stored token (its -o is the
+        // new golden measurement, written only when PCR 23 matches the host's prediction), a
+        // pinned golden fetch that must agree, then collaterals over the agent's HTTP port.
+        let artifacts = ["--artifacts", options.artifactsDir]
+        let token = try cli.runCapturing(["api-token", "verify-test"] + artifacts)
+        XCTAssertEqual(token.status, 0, token.stderr)
         let newWorkload = dir + "/workload-v2"
         try FileManager.default.copyItem(atPath: ImageTestSupport.repo + "/workload", toPath: newWorkload)
         try "# v2\n".write(toFile: newWorkload + "/config/web/v2.conf", atomically: true, encoding: .utf8)
-        let tar = try ImageTestSupport.tool("tar", package: "tar")
-        try tar.run(["-czf", dir + "/v2.tar.gz", "-C", newWorkload, "."])
-        let posted = try curl.run(["-sS", "--max-time", "120", "-o", dir + "/update.json", "-w", "%{http_code}", "-X", "POST",
-                                   "-H", "Content-Type: application/gzip", "-H", "Authorization: Bearer " + token,
-                                   "--data-binary", "@" + dir + "/v2.tar.gz", "http://127.0.0.1:\(http)/update-workload"])
-        XCTAssertEqual(posted, "200", (try? String(contentsOfFile: dir + "/update.json", encoding: .utf8)) ?? "")
-        // The user's flow this time: golden fetch (pinned TLS, trust on first use recorded in the
-        // VM's artifact), then collaterals (its tls_fingerprint must be that pin).
-        let artifacts = ["--artifacts", options.artifactsDir]
         let golden2 = dir + "/golden2.json"
-        let fetch = try cli.runCapturing(["golden", "fetch", "verify-test", "-o", golden2] + artifacts)
+        let update = try cli.runCapturing(["update-workload", "verify-test", "--workload", newWorkload, "-o", golden2] + artifacts)
+        XCTAssertEqual(update.status, 0, update.stdout + update.stderr)
+        XCTAssertTrue(update.stdout.contains("MATCH") && !update.stdout.contains("MISMATCH"), update.stdout)
+        let fetch = try cli.runCapturing(["golden", "fetch", "verify-test", "-o", dir + "/golden2-fetched.json"] + artifacts)
         XCTAssertEqual(fetch.status, 0, fetch.stderr)
+        let fetchedJSON = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: dir + "/golden2-fetched.json"))) as? [String: Any])
+        let updatedJSON = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: golden2))) as? [String: Any])
+        XCTAssertEqual(fetchedJSON["pcrs"] as? NSDictionary, updatedJSON["pcrs"] as? NSDictionary)
         let golden2Body = Array(try Data(contentsOf: URL(fileURLWithPath: golden2)))
         let nonce3 = hexString(SHA256.hash("after update " + nonce))
         let collaterals2 = dir + "/collaterals2.json"
