@@ -1,0 +1,2 @@
+import BootPrediction
+import XCTest
