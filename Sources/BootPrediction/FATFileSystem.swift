@@ -135,8 +135,11 @@ public final class FATFileSystem {
             }
             defer { longName = [] }
             if attributes & 0x08 != 0 { continue }       // volume label
-            let base = raw.ascii(o, 8).trimmingCharacters(in: " ")
-            let ext = raw.ascii(o + 8, 3).trimmingCharacters(in: " ")
+            // Windows NT's case flags (byte 12): an all-lower-case 8.3 name needs no long name.
+            var base = raw.ascii(o, 8).trimmingCharacters(in: " ")
+            var ext = raw.ascii(o + 8, 3).trimmingCharacters(in: " ")
+            if raw[o + 12] & 0x08 != 0 { base = base.lowercased() }
+            if raw[o + 12] & 0x10 != 0 { ext = ext.lowercased() }
             let short = ext.isEmpty ? base : base + "." + ext
             if short == "." || short == ".." { continue }
             let entryName = longName.isEmpty ? short : String(decoding: longName, as: UTF16.self)
