@@ -118,7 +118,7 @@ public struct BootPrediction: Sendable {
         } else {
             for pcr in [3, 6, 7] { p.unpredictable[pcr] = "no OVMF firmware file given (--firmware) and none installed" }
         }
-        p.unpredictable[0] = "OVMF measures its PEI volume (EV_EFI_PLATFORM_FIRMWARE_BLOB 0x820000+0xE0000) from RAM after PEI modules have run in place there, so its bytes are not the decompressed file's; the DXE volume and the CRTM version would be"
+        p.unpredictable[0] = "OVMF hashes its PEI volume (EV_EFI_PLATFORM_FIRMWARE_BLOB at 0x820000, 0xE0000 bytes) from RAM after PlatformPei has written its global variables into it — values QEMU's configuration decides (memory size, CPU count: deploy-local's --memory/--cpus); only the DXE volume and the CRTM version follow from the firmware file"
         p.unpredictable[1] = "the Boot#### and BootOrder variables OVMF's boot manager creates from QEMU's device list and bootindex (fw_cfg bootorder) and the UiApp/Shell entries of its compressed DXE volume: not modelled"
         p.unpredictable[2] = "QEMU's virtio-net option ROM (efi-virtio.rom of the ipxe-qemu package, not the firmware file) is measured as an EV_EFI_BOOT_SERVICES_DRIVER: not modelled"
         p.unpredictable[10] = "the kernel's IMA boot_aggregate hashes PCRs 0–9, and PCR 0 is unpredictable"
