@@ -36,6 +36,8 @@ let package = Package(
                        providers: [.apt(["libcurl4-openssl-dev"]), .brew(["curl"])]),
         .systemLibrary(name: "COpenSSL", pkgConfig: "openssl",
                        providers: [.apt(["libssl-dev"]), .brew(["openssl@3"])]),
+        .systemLibrary(name: "CLZMA", pkgConfig: "liblzma",
+                       providers: [.apt(["liblzma-dev"]), .brew(["xz"])]),
         .systemLibrary(name: "CXML2", pkgConfig: "libxml-2.0",
                        providers: [.apt(["libxml2-dev"]), .brew(["libxml2"])]),
 
@@ -63,7 +65,7 @@ let package = Package(
         .target(name: "LocalVM", dependencies: ["CVMSupport", "DiskImage"]),
         // golden predict: the PCRs a disk shows under deploy-local (UKI Authenticode, systemd-stub
         // sections, GPT, OVMF variables), read from the disk's ESP (FAT) and the firmware files.
-        .target(name: "BootPrediction", dependencies: ["CVMSupport", "CVMCrypto", "DiskImage"]),
+        .target(name: "BootPrediction", dependencies: ["CVMSupport", "CVMCrypto", "DiskImage", "CLZMA"]),
         // TPM 2.0 commands marshalled by hand (PCR extend/read) for the in-guest agent.
         .target(name: "TPM2", dependencies: ["CVMSupport", "CVMCrypto"]),
         // A workload folder as tar.gz (agent's POST /update-workload): strict reader.

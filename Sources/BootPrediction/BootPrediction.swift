@@ -11,7 +11,13 @@ public struct BootPrediction: Sendable {
     public struct Firmware: Sendable {
         public let code: String
         public let vars: String
-        public init(code: String, vars: String) { self.code = code; self.vars = vars }
+        /// The option ROM QEMU attaches to deploy-local's virtio-net-pci device (efi-virtio.rom).
+        public let networkROM: String?
+        public init(code: String, vars: String, networkROM: String? = nil) {
+            self.code = code
+            self.vars = vars
+            self.networkROM = networkROM
+        }
     }
 
     /// Measured events in the order the boot makes them (per PCR, the order of extension).
@@ -27,6 +33,7 @@ public struct BootPrediction: Sendable {
     /// auto-created boot option for the disk has no file path of its own.
     public static let bootFile = "EFI/BOOT/BOOTX64.EFI"
     static let espType = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B"
+    static let networkROMName = "efi-virtio.rom"
 
     public static func predict(disk path: String, firmware: Firmware?) throws -> BootPrediction {
         var p = BootPrediction()
@@ -116,11 +123,9 @@ public struct BootPrediction: Sendable {
         if let firmware {
             try p.predictFirmware(firmware)
         } else {
-            for pcr in [3, 6, 7] { p.unpredictable[pcr] = "no OVMF firmware file given (--firmware) and none installed" }
+            for pcr in [1, 2, 3, 6, 7] { p.unpredictable[pcr] = "no OVMF firmware file given (--firmware) and none installed" }
         }
         p.unpredictable[0] = "OVMF hashes its PEI volume (EV_EFI_PLATFORM_FIRMWARE_BLOB at 0x820000, 0xE0000 bytes) from RAM after PlatformPei has written its global variables into it — values QEMU's configuration decides (memory size, CPU count: deploy-local's --memory/--cpus); only the DXE volume and the CRTM version follow from the firmware file"
-        p.unpredictable[1] = "the Boot#### and BootOrder variables OVMF's boot manager creates from QEMU's device list and bootindex (fw_cfg bootorder) and the UiApp/Shell entries of its compressed DXE volume: not modelled"
-        p.unpredictable[2] = "QEMU's virtio-net option ROM (efi-virtio.rom of the ipxe-qemu package, not the firmware file) is measured as an EV_EFI_BOOT_SERVICES_DRIVER: not modelled"
         p.unpredictable[10] = "the kernel's IMA boot_aggregate hashes PCRs 0–9, and PCR 0 is unpredictable"
         return p
     }
@@ -133,12 +138,13 @@ public struct BootPrediction: Sendable {
     }
 
     mutating func predictFirmware(_ firmware: Firmware) throws {
-        let code = try FileDescriptor.openForReading(firmware.code)
-        let head = try code.read(count: 64, at: 0)
-        code.close()
-        guard head.ascii(40, 4) == "_FVH" else {
+        let codeFile = try FileDescriptor.openForReading(firmware.code)
+        let codeBytes = try codeFile.read(count: Int(min(try codeFile.size(), 64 << 20)), at: 0)
+        codeFile.close()
+        guard codeBytes.ascii(40, 4) == "_FVH" else {
             throw CVMError.usage("--firmware \(firmware.code): not an OVMF CODE file (no firmware volume at its start)")
         }
+        let ovmf = try OVMFFirmware(code: codeBytes, name: firmware.code)
         let varsBytes: [UInt8]
         do {
             let vars = try FileDescriptor.openForReading(firmware.vars)
@@ -153,6 +159,23 @@ public struct BootPrediction: Sendable {
 
         // PCR 3 and 6: nothing but the separator on this machine (no platform-specific events).
         add([UEFIEvent.separator(pcr: 3), UEFIEvent.separator(pcr: 6)])
+
+        // PCR 2: the UEFI driver of the virtio-net option ROM (the only device with a ROM), by its
+        // Authenticode digest, then the separator.
+        if let rom = firmware.networkROM {
+            let romBytes = try FileDescriptor.openForReading(rom)
+            defer { romBytes.close() }
+            let driver = try PEImage(try PCIOptionROM.uefiDriver(try romBytes.read(count: Int(try romBytes.size()), at: 0), name: rom), name: rom)
+            facts["network_option_rom"] = rom
+            add([PredictedEvent(pcr: 2, type: TCGEventType.efiBootServicesDriver, description: "virtio-net option ROM driver (Authenticode)",
+                                digest: driver.authenticodeSHA256()),
+                 UEFIEvent.separator(pcr: 2)])
+        } else {
+            unpredictable[2] = "QEMU's virtio-net option ROM (\(Self.networkROMName), measured as an EV_EFI_BOOT_SERVICES_DRIVER) was not found in QEMU's data directories"
+        }
+
+        // PCR 1: the boot options OVMF's boot manager leaves for deploy-local's machine.
+        if let reason = predictBootVariables(ovmf) { unpredictable[1] = reason }
 
         // PCR 7: the Secure Boot state and databases as the VARS file holds them, then the
         // separator. Enrolled keys would also measure the db entry that verified each image.

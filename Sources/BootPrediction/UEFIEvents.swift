@@ -28,6 +28,8 @@ public enum TCGEventType {
     public static let efiBootServicesApplication: UInt32 = 0x8000_0003
     public static let efiGPTEvent: UInt32 = 0x8000_0006
     public static let efiAction: UInt32 = 0x8000_0007
+    public static let efiVariableBoot: UInt32 = 0x8000_0002
+    public static let efiBootServicesDriver: UInt32 = 0x8000_0004
 
     public static func name(_ type: UInt32) -> String {
         switch type {
@@ -38,8 +40,8 @@ public enum TCGEventType {
         case efiBootServicesApplication: return "EV_EFI_BOOT_SERVICES_APPLICATION"
         case efiGPTEvent: return "EV_EFI_GPT_EVENT"
         case efiAction: return "EV_EFI_ACTION"
-        case 0x8000_0002: return "EV_EFI_VARIABLE_BOOT"
-        case 0x8000_0004: return "EV_EFI_BOOT_SERVICES_DRIVER"
+        case efiVariableBoot: return "EV_EFI_VARIABLE_BOOT"
+        case efiBootServicesDriver: return "EV_EFI_BOOT_SERVICES_DRIVER"
         case 0x8000_0008: return "EV_EFI_PLATFORM_FIRMWARE_BLOB"
         case 0x08: return "EV_S_CRTM_VERSION"
         default: return "0x" + String(type, radix: 16)

@@ -15,8 +15,9 @@ extension GoldenCommand {
             Writes the shape of /golden-measurement's pcrs plus "unpredictable": {"<pcr>": \
             "<reason>"} and the predicted "boot_events". PCR 4 (boot chain, UKI and kernel \
             Authenticode), 5 (GPT), 9 (kernel command line, initrd), 11 (UKI sections) and 23 \
-            (workload) come from the disk; 3, 6 and 7 (Secure Boot variables) from the firmware \
-            files; PCRs nothing extends keep their reset values. See docs/boot-measurements.md.
+            (workload) come from the disk; 1 (boot options), 3, 6 and 7 (Secure Boot variables) \
+            from the firmware files; 2 from QEMU's virtio-net ROM; PCRs nothing extends keep \
+            their reset values. See docs/boot-measurements.md.
             """
         )
 
@@ -85,7 +86,7 @@ extension GoldenCommand {
             guard let firmware else {
                 if let firmwareVars { throw CVMError.usage("--firmware-vars \(firmwareVars): give --firmware too") }
                 guard let found = try? LocalDeploy.Firmware.find() else { return nil }
-                return BootPrediction.Firmware(code: found.code, vars: found.vars)
+                return BootPrediction.Firmware(code: found.code, vars: found.vars, networkROM: QEMUDataFiles.find(QEMUDataFiles.virtioNetROM))
             }
             guard FileManager.default.fileExists(atPath: firmware) else {
                 throw CVMError.usage("--firmware \(firmware): no such file (the OVMF CODE file deploy-local boots with)")
@@ -94,14 +95,14 @@ extension GoldenCommand {
                 guard FileManager.default.fileExists(atPath: firmwareVars) else {
                     throw CVMError.usage("--firmware-vars \(firmwareVars): no such file (the OVMF VARS template)")
                 }
-                return BootPrediction.Firmware(code: firmware, vars: firmwareVars)
+                return BootPrediction.Firmware(code: firmware, vars: firmwareVars, networkROM: QEMUDataFiles.find(QEMUDataFiles.virtioNetROM))
             }
             let url = URL(fileURLWithPath: firmware)
             let sibling = url.deletingLastPathComponent().appendingPathComponent(url.lastPathComponent.replacingOccurrences(of: "CODE", with: "VARS")).path
             guard sibling != url.path, FileManager.default.fileExists(atPath: sibling) else {
                 throw CVMError.usage("--firmware \(firmware): no OVMF VARS file next to it (\(sibling)); give it with --firmware-vars")
             }
-            return BootPrediction.Firmware(code: firmware, vars: sibling)
+            return BootPrediction.Firmware(code: firmware, vars: sibling, networkROM: QEMUDataFiles.find(QEMUDataFiles.virtioNetROM))
         }
     }
 }
