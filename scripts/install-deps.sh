@@ -8,8 +8,8 @@ test_pkgs=(qemu-utils gdisk e2fsprogs tar gzip pigz coreutils time)
 # Image build (`cvm-cli image build`) and local boot (`deploy-local`) tools; the tests use them too.
 image_pkgs=(qemu-system-x86 ovmf swtpm swtpm-tools mtools dosfstools squashfs-tools cryptsetup-bin gdisk binutils
             systemd-boot-efi busybox-static e2fsprogs diffutils curl openssl python3)
-# golden predict's referees: two independent Authenticode implementations.
-test_pkgs+=(pesign osslsigncode)
+# golden predict's referees: two independent Authenticode implementations and systemd-measure.
+test_pkgs+=(pesign osslsigncode systemd)
 want=("${build_pkgs[@]}")
 [ "${1:-}" = "--with-test-tools" ] && want+=("${test_pkgs[@]}" "${image_pkgs[@]}")
 [ "${1:-}" = "--with-image-tools" ] && want+=("${image_pkgs[@]}")
