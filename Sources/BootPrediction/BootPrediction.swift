@@ -67,37 +67,29 @@ public struct BootPrediction: Sendable {
 
         // PCR 4: the boot manager's action, the separator, the UKI (LoadImage from the ESP), and
         // the kernel systemd-stub 252 starts through LoadImage from its .linux section.
-        var pcr4 = [UEFIEvent.action(pcr: 4, "Calling EFI Application from Boot Option"), UEFIEvent.separator(pcr: 4),
-                    PredictedEvent(pcr: 4, type: TCGEventType.efiBootServicesApplication,
-                                   description: "\\" + bootFile.replacingSlashes() + " (Authenticode)", digest: ukiDigest)]
-        var pcr4Known = true
-        if stub.isModelled, let kernelImage {
-            pcr4.append(PredictedEvent(pcr: 4, type: TCGEventType.efiBootServicesApplication,
-                                       description: ".linux section (kernel, Authenticode)", digest: kernelImage.authenticodeSHA256()))
-        } else if stub.version != nil {
-            pcr4Known = false
-            p.unpredictable[4] = stub.notModelled(what: "how it starts the kernel (a further LoadImage measured into PCR 4)")
-        }
-        if pcr4Known { p.add(pcr4) }
-
         // PCR 11: systemd-stub's sections (name, then content) in its own order.
-        if stub.isModelled {
-            p.add(stub.sectionEvents())
-        } else {
-            p.unpredictable[11] = stub.version == nil
-                ? "\\\(bootFile.replacingSlashes()) is not a systemd-stub UKI (no .sdmagic): what it measures into PCR 11 is unknown"
-                : stub.notModelled(what: "which UKI sections it measures into PCR 11")
-        }
-
         // PCR 9: the kernel's EFI stub measures the command line it was given and the initrd.
-        if !extras.isEmpty {
-            p.unpredictable[9] = "systemd-stub adds \(extras.joined(separator: ", ")) from the ESP to the initrd the kernel measures"
-        } else if !stub.isModelled || kernelVersion == nil {
-            p.unpredictable[9] = "the kernel's EFI stub measurements (command line, initrd) are modelled for systemd-stub 252 with Linux 6.1 only"
-        } else if let kernelVersion, !kernelVersion.hasPrefix("6.1.") {
-            p.unpredictable[9] = "kernel \(kernelVersion): its EFI stub's PCR 9 measurements (LoadOptions, initrd) are modelled for Linux 6.1 (Debian 12) only"
+        // Any other boot file may load and measure anything (GRUB: 8/9, shim: 14): not guessed.
+        if stub.isModelled, let kernelImage {
+            p.add([UEFIEvent.action(pcr: 4, "Calling EFI Application from Boot Option"), UEFIEvent.separator(pcr: 4),
+                   PredictedEvent(pcr: 4, type: TCGEventType.efiBootServicesApplication,
+                                  description: "\\" + bootFile.replacingSlashes() + " (Authenticode)", digest: ukiDigest),
+                   PredictedEvent(pcr: 4, type: TCGEventType.efiBootServicesApplication,
+                                  description: ".linux section (kernel, Authenticode)", digest: kernelImage.authenticodeSHA256())])
+            p.add(stub.sectionEvents())
+            if !extras.isEmpty {
+                p.unpredictable[9] = "systemd-stub adds \(extras.joined(separator: ", ")) from the ESP to the initrd the kernel measures"
+            } else if let kernelVersion, kernelVersion.hasPrefix("6.1.") {
+                p.add(stub.kernelStubEvents())
+            } else {
+                p.unpredictable[9] = "kernel \(kernelVersion ?? "of unknown version (no bzImage header)"): its EFI stub's PCR 9 measurements (LoadOptions, initrd) are modelled for Linux 6.1 (Debian 12) only"
+            }
         } else {
-            p.add(stub.kernelStubEvents())
+            let reason = stub.version == nil
+                ? "\\\(bootFile.replacingSlashes()) is not a systemd-stub UKI (no .sdmagic): what it loads and measures is unknown"
+                : stub.isModelled ? "the UKI has no .linux section: what systemd-stub does without a kernel is not modelled"
+                : stub.notModelled(what: "what it loads and measures")
+            for pcr in [4, 8, 9, 11, 12, 13, 14] { p.unpredictable[pcr] = reason }
         }
 
         // PCR 5: separator, the GPT of the boot disk, ExitBootServices.
@@ -109,11 +101,10 @@ public struct BootPrediction: Sendable {
 
         // Never extended by this boot chain: the reset values.
         let zero = [UInt8](repeating: 0, count: 32)
-        for pcr in [8, 14, 15, 16] { p.pcrs[pcr] = zero }
+        for pcr in [8, 14, 15, 16] where p.unpredictable[pcr] == nil { p.pcrs[pcr] = zero }
         if extras.isEmpty {
-            p.pcrs[12] = zero
-            p.pcrs[13] = zero
-        } else {
+            for pcr in [12, 13] where p.unpredictable[pcr] == nil { p.pcrs[pcr] = zero }
+        } else if p.unpredictable[12] == nil {
             p.unpredictable[12] = "systemd-stub measures the credentials in \(extras.joined(separator: ", ")) into PCR 12"
             p.unpredictable[13] = "systemd-stub measures the system extensions in \(extras.joined(separator: ", ")) into PCR 13"
         }

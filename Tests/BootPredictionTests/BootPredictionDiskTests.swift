@@ -85,6 +85,21 @@ final class BootPredictionDiskTests: XCTestCase {
         XCTAssertEqual(Set(p.pcrs.keys).intersection(p.unpredictable.keys), [])
     }
 
+    /// A boot file that is not a systemd-stub UKI (here systemd-boot, a boot menu that loads
+    /// whatever it finds): what it measures is not guessed.
+    func testOtherBootFilesLeaveTheirPCRsUnpredicted() throws {
+        let dir = try BootTestSupport.temporaryDirectory("predict-other")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let disk = try makeDisk(dir, ukiPath: try BootTestSupport.packageFile(PEImageTests.bootManager, package: "systemd-boot-efi"))
+        let p = try BootPrediction.predict(disk: disk, firmware: nil)
+        for pcr in [4, 8, 9, 11, 12, 13, 14] {
+            XCTAssertNil(p.pcrs[pcr], "PCR \(pcr)")
+            XCTAssertTrue(p.unpredictable[pcr]?.contains("not a systemd-stub UKI") == true, "PCR \(pcr): \(p.unpredictable[pcr] ?? "")")
+        }
+        XCTAssertNotNil(p.pcrs[5], "the GPT is measured whatever boots")
+        XCTAssertEqual(p.facts["boot_file_authenticode_sha256"], try pesign(PEImageTests.bootManager))
+    }
+
     func testBrokenDisksAreNamedErrors() throws {
         let dir = try BootTestSupport.temporaryDirectory("predict-bad")
         defer { try? FileManager.default.removeItem(atPath: dir) }
