@@ -44,8 +44,8 @@ public struct OVMFFirmware: Sendable {
 
     static func volume(_ b: [UInt8], at o: Int, name: String) throws -> Volume {
         guard o + 56 <= b.count, b.ascii(o + 40, 4) == "_FVH" else { throw CVMError.invalid("\(name): no firmware volume header at \(o)") }
-        let length = Int(b.le64(o + 32)), headerLength = Int(b.le16(o + 48)), extOffset = Int(b.le16(o + 52))
-        guard length >= headerLength, o + length <= b.count else { throw CVMError.invalid("\(name): firmware volume at \(o) is truncated") }
+        let length = Int(clamping: b.le64(o + 32)), headerLength = Int(b.le16(o + 48)), extOffset = Int(b.le16(o + 52))
+        guard length >= headerLength, length <= b.count - o else { throw CVMError.invalid("\(name): firmware volume at \(o) is truncated") }
         let fv = Array(b[o..<o + length])
         var volumeName: [UInt8]? = nil
         if extOffset != 0, extOffset + 20 <= fv.count { volumeName = Array(fv[extOffset..<extOffset + 16]) }
@@ -65,8 +65,8 @@ public struct OVMFFirmware: Sendable {
             if fv[o..<o + 24].allSatisfy({ $0 == 0xFF }) { break }      // free space
             let large = fv[o + 19] & 0x01 != 0
             let header = large ? 32 : 24
-            let size = large ? Int(fv.le64(o + 24)) : size24
-            guard size >= header, o + size <= fv.count else { throw CVMError.invalid("\(name): FFS file at \(o) is truncated") }
+            let size = large ? Int(clamping: fv.le64(o + 24)) : size24
+            guard size >= header, size <= fv.count - o else { throw CVMError.invalid("\(name): FFS file at \(o) is truncated") }
             out.append(FileHeader(name: Array(fv[o..<o + 16]), type: fv[o + 18], body: o + header..<o + size))
             o += size
         }
@@ -85,7 +85,7 @@ public struct OVMFFirmware: Sendable {
             let extended = size24 == 0xFF_FFFF
             let header = extended ? 8 : 4
             let size = extended ? Int(b.le32(o + 4)) : size24
-            guard size >= header, o + size <= b.count else { throw CVMError.invalid("\(name): firmware section at \(o) is truncated") }
+            guard size >= header, size <= b.count - o else { throw CVMError.invalid("\(name): firmware section at \(o) is truncated") }
             out.append((type, Array(b[o + header..<o + size])))
             o = (o + size + 3) & ~3
         }
@@ -95,7 +95,7 @@ public struct OVMFFirmware: Sendable {
     /// EDK2's LZMA sections are the "LZMA alone" format (5 property bytes, 64-bit size).
     static func lzmaDecode(_ input: [UInt8], name: String) throws -> [UInt8] {
         guard input.count >= 13 else { throw CVMError.invalid("\(name): truncated LZMA section") }
-        let size = Int(input.le64(5))
+        let size = Int(clamping: input.le64(5))
         guard size > 0, size < 256 << 20 else { throw CVMError.invalid("\(name): LZMA section claims \(size) bytes") }
         var stream = lzma_stream()
         guard lzma_alone_decoder(&stream, UInt64.max) == LZMA_OK else { throw CVMError.io("liblzma: cannot start a decoder") }

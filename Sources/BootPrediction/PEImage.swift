@@ -56,7 +56,7 @@ public struct PEImage: Sendable {
             certificateEntryOffset = nil
             certificateTable = (0, 0)
         }
-        guard sizeOfHeaders <= bytes.count, checksumOffset + 4 <= sizeOfHeaders else {
+        guard sizeOfHeaders <= bytes.count, (certificateEntryOffset ?? checksumOffset) + 8 <= sizeOfHeaders else {
             throw CVMError.invalid("\(name): PE SizeOfHeaders \(sizeOfHeaders) is outside the file")
         }
         let table = optional + optionalSize
@@ -70,6 +70,10 @@ public struct PEImage: Sendable {
                                   pointerToRawData: bytes.le32(s + 20))
             guard Int(section.pointerToRawData) + Int(section.sizeOfRawData) <= bytes.count else {
                 throw CVMError.invalid("\(name): PE section \(section.name) reaches past the end of the file")
+            }
+            // Mapped sections are zero-filled to VirtualSize: bound what a hostile header can ask for.
+            guard section.virtualSize <= 1 << 30 else {
+                throw CVMError.invalid("\(name): PE section \(section.name) claims \(section.virtualSize) bytes in memory (over 1 GiB)")
             }
             sections.append(section)
         }

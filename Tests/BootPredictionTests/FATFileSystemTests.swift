@@ -8,7 +8,7 @@ import XCTest
 final class FATFileSystemTests: XCTestCase {
     /// Files of every shape: multi-cluster, empty, long and lower-case names, a directory larger
     /// than one cluster, and a file fragmented by a deletion.
-    func makeVolume(fatBits: Int, dir: String) throws -> (image: String, files: [String: [UInt8]]) {
+    static func makeVolume(fatBits: Int, dir: String) throws -> (image: String, files: [String: [UInt8]]) {
         let image = dir + "/fat\(fatBits).img"
         let mkfs = try BootTestSupport.tool("mkfs.fat", package: "dosfstools")
         try mkfs.run(["-F", String(fatBits), "-S", "512", "-s", "1", "-n", "TESTVOL", "-C", image, fatBits == 32 ? "40960" : "20480"])
@@ -41,7 +41,7 @@ final class FATFileSystemTests: XCTestCase {
     func check(fatBits: Int) throws {
         let dir = try BootTestSupport.temporaryDirectory("fat\(fatBits)")
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        let (image, files) = try makeVolume(fatBits: fatBits, dir: dir)
+        let (image, files) = try Self.makeVolume(fatBits: fatBits, dir: dir)
         let reader = try DiskImageFile.open(image)
         let fat = try FATFileSystem(disk: reader, offset: 0, size: reader.virtualSize, name: image)
         XCTAssertEqual(fat.isFAT32, fatBits == 32)
