@@ -154,13 +154,17 @@ public struct BootPrediction: Sendable {
         // PCR 2: the UEFI driver of the virtio-net option ROM (the only device with a ROM), by its
         // Authenticode digest, then the separator.
         if let rom = firmware.networkROM {
-            let romBytes = try FileDescriptor.openForReading(rom)
-            defer { romBytes.close() }
-            let driver = try PEImage(try PCIOptionROM.uefiDriver(try romBytes.read(count: Int(try romBytes.size()), at: 0), name: rom), name: rom)
-            facts["network_option_rom"] = rom
-            add([PredictedEvent(pcr: 2, type: TCGEventType.efiBootServicesDriver, description: "virtio-net option ROM driver (Authenticode)",
-                                digest: driver.authenticodeSHA256()),
-                 UEFIEvent.separator(pcr: 2)])
+            do {
+                let romFile = try FileDescriptor.openForReading(rom)
+                defer { romFile.close() }
+                let driver = try PEImage(try PCIOptionROM.uefiDriver(try romFile.read(count: Int(try romFile.size()), at: 0), name: rom), name: rom)
+                facts["network_option_rom"] = rom
+                add([PredictedEvent(pcr: 2, type: TCGEventType.efiBootServicesDriver, description: "virtio-net option ROM driver (Authenticode)",
+                                    digest: driver.authenticodeSHA256()),
+                     UEFIEvent.separator(pcr: 2)])
+            } catch let error as CVMError {
+                unpredictable[2] = "QEMU's virtio-net option ROM is measured as an EV_EFI_BOOT_SERVICES_DRIVER, but \(error.message)"
+            }
         } else {
             unpredictable[2] = "QEMU's virtio-net option ROM (\(Self.networkROMName), measured as an EV_EFI_BOOT_SERVICES_DRIVER) was not found in QEMU's data directories"
         }
