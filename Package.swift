@@ -36,6 +36,8 @@ let package = Package(
                        providers: [.apt(["libcurl4-openssl-dev"]), .brew(["curl"])]),
         .systemLibrary(name: "COpenSSL", pkgConfig: "openssl",
                        providers: [.apt(["libssl-dev"]), .brew(["openssl@3"])]),
+        .systemLibrary(name: "CLZMA", pkgConfig: "liblzma",
+                       providers: [.apt(["liblzma-dev"]), .brew(["xz"])]),
         .systemLibrary(name: "CXML2", pkgConfig: "libxml-2.0",
                        providers: [.apt(["libxml2-dev"]), .brew(["libxml2"])]),
 
@@ -61,6 +63,9 @@ let package = Package(
         .target(name: "ImageBuild", dependencies: ["CVMSupport", "CVMCrypto", "DiskImage", "EXT4", "Workload"]),
         // deploy-local: QEMU + OVMF + swtpm around a disk image, until the agent answers.
         .target(name: "LocalVM", dependencies: ["CVMSupport", "DiskImage"]),
+        // golden predict: the PCRs a disk shows under deploy-local (UKI Authenticode, systemd-stub
+        // sections, GPT, OVMF variables), read from the disk's ESP (FAT) and the firmware files.
+        .target(name: "BootPrediction", dependencies: ["CVMSupport", "CVMCrypto", "DiskImage", "CLZMA"]),
         // TPM 2.0 commands marshalled by hand (PCR extend/read) for the in-guest agent.
         .target(name: "TPM2", dependencies: ["CVMSupport", "CVMCrypto"]),
         // A workload folder as tar.gz (agent's POST /update-workload): strict reader.
@@ -106,7 +111,7 @@ let package = Package(
 
         // MARK: executables
         .executableTarget(name: "cvm-cli", dependencies: [
-            "DiskImage", "CVMSupport", "Workload", "DiskUpdate", "AWSProvider", "Golden", "CVMCrypto", "CVMMatrix", "Deploy", "GCPProvider", "AzureProvider", "ImageBuild", "LocalVM", "AgentClient", "Attestation",
+            "DiskImage", "CVMSupport", "Workload", "DiskUpdate", "AWSProvider", "Golden", "CVMCrypto", "CVMMatrix", "Deploy", "GCPProvider", "AzureProvider", "ImageBuild", "LocalVM", "AgentClient", "Attestation", "BootPrediction",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         // The in-guest agent: measures the workload into PCR 23, serves the golden measurement.
@@ -123,7 +128,8 @@ let package = Package(
         .testTarget(name: "WorkloadTests", dependencies: ["Workload", "CVMCrypto", "CVMSupport"]),
         .testTarget(name: "DiskUpdateTests", dependencies: ["CVMTestData", "DiskUpdate", "DiskImage", "EXT4", "Workload", "CVMSupport"]),
         .testTarget(name: "CLITests", dependencies: ["CVMTestData", "DiskImage", "CVMSupport"]),
-        .testTarget(name: "ImageBuildTests", dependencies: ["ImageBuild", "LocalVM", "DiskUpdate", "DiskImage", "TPM2", "Workload", "WorkloadArchive", "CVMCrypto", "CVMSupport", "Attestation", "Golden"]),
+        .testTarget(name: "ImageBuildTests", dependencies: ["ImageBuild", "LocalVM", "BootPrediction", "DiskUpdate", "DiskImage", "TPM2", "Workload", "WorkloadArchive", "CVMCrypto", "CVMSupport", "Attestation", "Golden"]),
+        .testTarget(name: "BootPredictionTests", dependencies: ["BootPrediction", "DiskImage", "CVMCrypto", "CVMSupport"]),
         .testTarget(name: "EXT4Tests", dependencies: ["EXT4", "CVMSupport"]),
         .testTarget(name: "CloudAuthTests", dependencies: ["CloudAuth", "CVMCrypto", "CVMSupport"],
                     exclude: ["Fixtures", "Scripts"]),

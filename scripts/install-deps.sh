@@ -3,11 +3,13 @@
 # Build: the -dev packages of the system libraries. Tests/benchmarks: the peer tools used as
 # oracles (qemu-img, sgdisk, e2fsprogs, tar, gzip, pigz). None of the oracles is needed at runtime.
 set -euo pipefail
-build_pkgs=(pkg-config zlib1g-dev libdeflate-dev libqcow-dev libcurl4-openssl-dev libssl-dev libxml2-dev)
+build_pkgs=(pkg-config zlib1g-dev libdeflate-dev libqcow-dev libcurl4-openssl-dev libssl-dev libxml2-dev liblzma-dev)
 test_pkgs=(qemu-utils gdisk e2fsprogs tar gzip pigz coreutils time)
 # Image build (`cvm-cli image build`) and local boot (`deploy-local`) tools; the tests use them too.
 image_pkgs=(qemu-system-x86 ovmf swtpm swtpm-tools mtools dosfstools squashfs-tools cryptsetup-bin gdisk binutils
             systemd-boot-efi busybox-static e2fsprogs diffutils curl openssl python3)
+# golden predict's referees: two independent Authenticode implementations and systemd-measure.
+test_pkgs+=(pesign osslsigncode systemd)
 want=("${build_pkgs[@]}")
 [ "${1:-}" = "--with-test-tools" ] && want+=("${test_pkgs[@]}" "${image_pkgs[@]}")
 [ "${1:-}" = "--with-image-tools" ] && want+=("${image_pkgs[@]}")

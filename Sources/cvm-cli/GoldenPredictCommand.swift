@@ -1,26 +1,34 @@
 import ArgumentParser
+import BootPrediction
+import CVMCrypto
 import CVMSupport
 import DiskUpdate
 import Foundation
+import LocalVM
 import Workload
 
 extension GoldenCommand {
     struct Predict: ParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Predict, without booting, the PCR values a disk will show.",
+            abstract: "Predict, without booting, the PCR values a disk shows under deploy-local.",
             discussion: """
             Writes the shape of /golden-measurement's pcrs plus "unpredictable": {"<pcr>": \
-            "<reason>"}. PCR 23 comes from the workload on the disk's data partition (the events \
-            the agent extends). PCRs 4 and 11 (UKI Authenticode hash and sections) and the \
-            firmware PCRs (--firmware) are not predicted yet and are listed with the reason.
+            "<reason>"} and the predicted "boot_events". PCR 4 (boot chain, UKI and kernel \
+            Authenticode), 5 (GPT), 9 (kernel command line, initrd), 11 (UKI sections) and 23 \
+            (workload) come from the disk; 1 (boot options), 3, 6 and 7 (Secure Boot variables) \
+            from the firmware files; 2 from QEMU's virtio-net ROM; PCRs nothing extends keep \
+            their reset values. See docs/boot-measurements.md.
             """
         )
 
         @Argument(help: "The disk image (any readable format; tar.gz must be converted first).")
         var disk: String
 
-        @Option(help: "The OVMF CODE file the VM boots with (firmware PCRs: not predicted yet).")
+        @Option(help: "The OVMF CODE file the VM boots with (default: the one deploy-local uses).")
         var firmware: String?
+
+        @Option(name: .customLong("firmware-vars"), help: "The OVMF VARS template that goes with --firmware (default: its OVMF_VARS sibling).")
+        var firmwareVars: String?
 
         @Option(help: "The data partition's number when it has no 'data' name or label.")
         var partition: Int?
@@ -33,24 +41,26 @@ extension GoldenCommand {
 
         func run() throws {
             try runReportingErrors {
-                if let firmware, !FileManager.default.fileExists(atPath: firmware) {
-                    throw CVMError.usage("--firmware \(firmware): no such file (the OVMF CODE file deploy-local boots with)")
-                }
+                let firmwareFiles = try resolveFirmware()
+                let boot = try BootPrediction.predict(disk: disk, firmware: firmwareFiles)
                 let measurement = try DiskWorkloadMeasurement.measure(disk: disk, partitionIndex: partition)
+                var pcrs: [String: JSONValue] = ["23": .string(measurement.pcr23)]
+                for (pcr, value) in boot.pcrs { pcrs[String(pcr)] = .string(hexString(value)) }
                 var unpredictable: [String: JSONValue] = [:]
-                let firmwareReason = "firmware measurements (OVMF, its configuration and Secure Boot variables): not predicted by this version" + (firmware == nil ? "" : " even with --firmware")
-                for pcr in [0, 1, 2, 3, 5, 6, 7] { unpredictable[String(pcr)] = .string(firmwareReason) }
-                unpredictable["4"] = .string("boot chain (the UKI's Authenticode hash and the firmware's boot-manager events): not predicted by this version")
-                unpredictable["11"] = .string("UKI sections (systemd-stub measurements): not predicted by this version")
-                for pcr in [8, 9, 10, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22] {
-                    unpredictable[String(pcr)] = .string("not measured by this image's boot chain or runtime-dependent; not compared")
-                }
+                for (pcr, reason) in boot.unpredictable { unpredictable[String(pcr)] = .string(reason) }
                 let events: [JSONValue] = measurement.events.map {
                     .object(["name": .string($0.name), "content_sha256": .string($0.contentSHA256), "digest": .string($0.digest)])
                 }
+                let bootEvents: [JSONValue] = boot.events.map {
+                    .object(["pcr": .number(Double($0.pcr)), "type": .string($0.typeName), "what": .string($0.description), "digest": .string(hexString($0.digest))])
+                }
+                var inputs: [String: JSONValue] = [:]
+                for (k, v) in boot.facts { inputs[k] = .string(v) }
                 let document = JSONValue.object([
-                    "pcrs": .object(["sha256": .object(["23": .string(measurement.pcr23)])]),
+                    "pcrs": .object(["sha256": .object(pcrs)]),
                     "workload_events": .array(events),
+                    "boot_events": .array(bootEvents),
+                    "inputs": .object(inputs),
                     "unpredictable": .object(unpredictable),
                 ])
                 let bytes = CanonicalJSON.prettyBytes(document)
@@ -63,11 +73,36 @@ extension GoldenCommand {
                         out.discard()
                         throw error
                     }
-                    FileHandle.standardError.write(Data("\(disk): PCR 23 \(measurement.pcr23) (\(measurement.events.count) workload events) → \(output); \(unpredictable.count) PCRs not predicted (see \"unpredictable\")\n".utf8))
+                    let listed = boot.unpredictable.keys.sorted().map(String.init).joined(separator: ", ")
+                    FileHandle.standardError.write(Data("\(disk): \(pcrs.count) PCRs predicted → \(output); not predictable: \(listed) (see \"unpredictable\")\n".utf8))
                 } else {
                     FileHandle.standardOutput.write(Data(bytes))
                 }
             }
+        }
+
+        /// --firmware (+ its VARS sibling or --firmware-vars), else deploy-local's own files, else none.
+        func resolveFirmware() throws -> BootPrediction.Firmware? {
+            guard let firmware else {
+                if let firmwareVars { throw CVMError.usage("--firmware-vars \(firmwareVars): give --firmware too") }
+                guard let found = try? LocalDeploy.Firmware.find() else { return nil }
+                return BootPrediction.Firmware(code: found.code, vars: found.vars, networkROM: QEMUDataFiles.find(QEMUDataFiles.virtioNetROM))
+            }
+            guard FileManager.default.fileExists(atPath: firmware) else {
+                throw CVMError.usage("--firmware \(firmware): no such file (the OVMF CODE file deploy-local boots with)")
+            }
+            if let firmwareVars {
+                guard FileManager.default.fileExists(atPath: firmwareVars) else {
+                    throw CVMError.usage("--firmware-vars \(firmwareVars): no such file (the OVMF VARS template)")
+                }
+                return BootPrediction.Firmware(code: firmware, vars: firmwareVars, networkROM: QEMUDataFiles.find(QEMUDataFiles.virtioNetROM))
+            }
+            let url = URL(fileURLWithPath: firmware)
+            let sibling = url.deletingLastPathComponent().appendingPathComponent(url.lastPathComponent.replacingOccurrences(of: "CODE", with: "VARS")).path
+            guard sibling != url.path, FileManager.default.fileExists(atPath: sibling) else {
+                throw CVMError.usage("--firmware \(firmware): no OVMF VARS file next to it (\(sibling)); give it with --firmware-vars")
+            }
+            return BootPrediction.Firmware(code: firmware, vars: sibling, networkROM: QEMUDataFiles.find(QEMUDataFiles.virtioNetROM))
         }
     }
 }
