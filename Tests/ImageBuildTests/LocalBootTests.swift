@@ -11,35 +11,10 @@ import XCTest
 /// Boots the base image under QEMU (TCG here) with deploy-local's code and checks what the agent
 /// reports against what the host computes. Slow (a boot is 15–60 s of one core).
 final class LocalBootTests: XCTestCase {
-    static func buildImage(_ dir: String) throws -> (String, ImageManifest) {
-        var options = ImageBuilder.Options()
-        options.output = dir + "/base.raw"
-        options.size = 512 << 20
-        options.agentPath = try ImageTestSupport.product("cvm-agent")
-        options.workloadPath = ImageTestSupport.repo + "/workload"
-        options.recipePath = ImageTestSupport.repo + "/images/base-packages.txt"
-        options.cacheFolder = ImageTestSupport.repo + "/images/cache"
-        options.timestamp = 0
-        return (options.output, try ImageBuilder.run(options))
-    }
-
-    /// A pair of free ports (main + the agent's HTTP), different for each test of this run.
-    nonisolated(unsafe) static var nextPort = UInt16(21000 + Int(getpid() % 2000) * 4)
-    static func freePort() -> UInt16 {
-        while !(LocalDeploy.portIsFree(nextPort) && LocalDeploy.portIsFree(nextPort + 1)) { nextPort += 2 }
-        defer { nextPort += 2 }
-        return nextPort
-    }
-
+    static func buildImage(_ dir: String) throws -> (String, ImageManifest) { try LocalBootSupport.buildImage(dir) }
+    static func freePort() -> UInt16 { LocalBootSupport.freePort() }
     func deployOptions(disk: String, dir: String, name: String) -> LocalDeploy.Options {
-        var o = LocalDeploy.Options()
-        o.disk = disk
-        o.vmName = name
-        o.port = Self.freePort()
-        o.artifactsDir = dir + "/_artifacts"
-        o.timeout = 300
-        o.cpus = 1
-        return o
+        LocalBootSupport.deployOptions(disk: disk, dir: dir, name: name)
     }
 
     /// The agent answers; PCR 23 is the host's workload measurement; the firmware event log
@@ -66,6 +41,11 @@ final class LocalBootTests: XCTestCase {
         XCTAssertEqual(json["tee"] as? String, "none")
         let bank = try XCTUnwrap((json["pcrs"] as? [String: Any])?["sha256"] as? [String: String])
         XCTAssertEqual(bank.count, 24)
+        // The sample policy's firewall (tcp 7999 and 8000) is applied and read back from the kernel.
+        let firewall = try XCTUnwrap(json["firewall"] as? [String: Any])
+        XCTAssertEqual(firewall["applied"] as? Bool, true, "\(firewall)")
+        XCTAssertEqual((firewall["rules"] as? [String])?.suffix(2), ["tcp dport 7999 accept", "tcp dport 8000 accept"])
+        XCTAssertEqual((firewall["kernel_rules"] as? [[String]])?.count, 4, "\(firewall)")
 
         // PCR 23: the same code as update-disk, on the host.
         let host = try WorkloadMeasurement.measure(try WorkloadFolder(path: ImageTestSupport.repo + "/workload"))
