@@ -134,4 +134,24 @@ final class NFTablesKernelTests: XCTestCase {
                                                       "tcp dport 7999 accept", "tcp dport 8000 accept"])
         XCTAssertTrue((report["ports_source"] as? String ?? "").hasPrefix("default"), "\(report)")
     }
+
+    /// When the kernel refuses (here: no CAP_NET_ADMIN, as user nobody in a fresh network
+    /// namespace), the report says no firewall is applied and why, and the exit status is 1.
+    func testRefusalIsReportedNotHidden() throws {
+        let (unshare, _, _) = try tools()
+        guard getuid() == 0 else { throw XCTSkip("needs root to start as nobody in a fresh network namespace") }
+        let setpriv = try ExternalTool.find("setpriv", package: "util-linux", purpose: "the netfilter tests")
+        let dir = try workload(ports: [("tcp", "8000")])
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        chmod(dir, 0o755)
+        let run = try unshare.runCapturing(["-n", setpriv.path, "--reuid=65534", "--regid=65534", "--clear-groups",
+                                            try agent(), "firewall", "--workload", dir])
+        XCTAssertEqual(run.status, 1, run.stdout + run.stderr)
+        let report = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(run.stdout.utf8)) as? [String: Any], run.stdout)
+        XCTAssertEqual(report["applied"] as? Bool, false)
+        XCTAssertNil(report["kernel_rules"])
+        let error = try XCTUnwrap(report["error"] as? String)
+        XCTAssertTrue(error.contains("Operation not permitted") && error.contains("no firewall is applied"), error)
+        XCTAssertTrue(run.stderr.contains("NO FIREWALL APPLIED"), run.stderr)
+    }
 }
