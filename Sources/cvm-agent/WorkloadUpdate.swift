@@ -1,10 +1,10 @@
 #if canImport(Glibc)
 import Glibc
 #endif
-import Netfilter
 import CVMCrypto
 import CVMSupport
 import Foundation
+import Netfilter
 import TPM2
 import Workload
 import WorkloadArchive
