@@ -81,6 +81,8 @@ let package = Package(
 
         // Golden measurements: signing and verifying them (canonical JSON from CVMSupport).
         .target(name: "Golden", dependencies: ["CVMSupport", "CVMCrypto"]),
+        // Verifying attestation collaterals (TPM quote, event logs) against a golden measurement.
+        .target(name: "Attestation", dependencies: ["CVMSupport", "CVMCrypto", "TPM2", "Golden"]),
         // The confidential-VM matrix (providers/*.json, built in): vm_type × region × TEE checks.
         .target(name: "CVMMatrix", dependencies: ["CVMSupport"]),
         // The deploy pipeline every cloud follows: roles, artifacts, plans, ports, Secure Boot certs.
@@ -101,28 +103,29 @@ let package = Package(
         // The in-guest agent's client: its address from the deploy artifacts, TLS pinned (TOFU).
         .target(name: "AgentClient", dependencies: [
             "CVMSupport", "Transport", .product(name: "Logging", package: "swift-log"),
+            "CVMCrypto", "Workload", "WorkloadArchive",
         ]),
 
         // MARK: executables
         .executableTarget(name: "cvm-cli", dependencies: [
-            "DiskImage", "CVMSupport", "Workload", "DiskUpdate", "AWSProvider", "Golden", "CVMCrypto", "CVMMatrix", "Deploy", "GCPProvider", "AzureProvider", "ImageBuild", "LocalVM", "AgentClient",
+            "DiskImage", "CVMSupport", "Workload", "DiskUpdate", "AWSProvider", "Golden", "CVMCrypto", "CVMMatrix", "Deploy", "GCPProvider", "AzureProvider", "ImageBuild", "LocalVM", "AgentClient", "Attestation",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         // The in-guest agent: measures the workload into PCR 23, serves the golden measurement.
         // Static Swift runtime so it runs in the image's root with only glibc, libstdc++ and OpenSSL.
-        .executableTarget(name: "cvm-agent", dependencies: ["CVMSupport", "CVMCrypto", "Workload", "WorkloadArchive", "TPM2", "COpenSSL", "Netfilter"],
+        .executableTarget(name: "cvm-agent", dependencies: ["CVMSupport", "CVMCrypto", "Workload", "WorkloadArchive", "TPM2", "COpenSSL", "Attestation", "Netfilter"],
                           linkerSettings: [.unsafeFlags(["-static-stdlib"] + staticFoundationGroup)]),
         // Fuzz harness for the format parsers (see docs/fuzzing.md).
         .executableTarget(name: "cvm-fuzz", dependencies: ["DiskImage", "EXT4"]),
 
         // MARK: tests
         // Deterministic test data shared by the test targets.
-        .target(name: "CVMTestData", path: "Tests/CVMTestData"),
+        .target(name: "CVMTestData", path: "Tests/CVMTestData", exclude: ["Scripts"]),
         .testTarget(name: "DiskImageTests", dependencies: ["CVMTestData", "DiskImage", "CVMSupport"]),
         .testTarget(name: "WorkloadTests", dependencies: ["Workload", "CVMCrypto", "CVMSupport"]),
         .testTarget(name: "DiskUpdateTests", dependencies: ["CVMTestData", "DiskUpdate", "DiskImage", "EXT4", "Workload", "CVMSupport"]),
         .testTarget(name: "CLITests", dependencies: ["CVMTestData", "DiskImage", "CVMSupport"]),
-        .testTarget(name: "ImageBuildTests", dependencies: ["ImageBuild", "LocalVM", "DiskUpdate", "DiskImage", "TPM2", "Workload", "WorkloadArchive", "CVMCrypto", "CVMSupport"]),
+        .testTarget(name: "ImageBuildTests", dependencies: ["ImageBuild", "LocalVM", "DiskUpdate", "DiskImage", "TPM2", "Workload", "WorkloadArchive", "CVMCrypto", "CVMSupport", "Attestation", "Golden"]),
         .testTarget(name: "NetfilterTests", dependencies: ["Netfilter", "CVMSupport"]),
         .testTarget(name: "EXT4Tests", dependencies: ["EXT4", "CVMSupport"]),
         .testTarget(name: "CloudAuthTests", dependencies: ["CloudAuth", "CVMCrypto", "CVMSupport"],
@@ -134,7 +137,8 @@ let package = Package(
         .testTarget(name: "GoldenTests", dependencies: ["CVMTestData", "Golden", "CVMCrypto", "CVMSupport"],
                     exclude: ["Scripts"]),
         // moto_server with SigV4 enforced, its boto3 helper and the fault proxy: shared by the AWS tests.
-        .target(name: "AWSTestSupport", dependencies: ["CVMSupport", "CVMTestData"], path: "Tests/AWSTestSupport"),
+        .target(name: "AWSTestSupport", dependencies: ["CVMSupport", "CVMTestData"], path: "Tests/AWSTestSupport",
+                exclude: ["Scripts"]),
         .testTarget(name: "AWSProviderTests", dependencies: [
             "AWSProvider", "CloudAuth", "Transport", "DiskImage", "CVMCrypto", "CVMSupport", "AWSTestSupport",
         ]),

@@ -1,12 +1,17 @@
 #!/usr/bin/env python3
 """Verifies a cvm-agent `GET /collaterals/{nonce}` answer independently of cvm-cli.
 
-usage: verify-collaterals.py COLLATERALS.json NONCE_HEX
+usage: verify-collaterals.py COLLATERALS.json NONCE_HEX [--golden GOLDEN.json [--pubkey PUBLIC.pem]]
+                             [--tls-fingerprint sha256:HEX]
 
 Checks (docs/agent-api.md): the ECDSA-SHA256 signature over the TPMS_ATTEST with ak_public;
 the attestation's magic and type; extraData == SHA-256(nonce || tls fingerprint bytes);
-pcrDigest == SHA-256 of the reported SHA-256 PCR values of the quoted selection, in index order.
-Prints a JSON summary on success, exits 1 with the reason otherwise.
+pcrDigest == SHA-256 of the reported SHA-256 PCR values of the quoted selection, in index order;
+the firmware event log (TCG2 crypto-agile) and the workload events (from workload_pcr23_base)
+replay to the reported PCRs. With --golden: its signature (a signed document needs --pubkey;
+RFC 8785 canonical JSON), its tls_fingerprint, and each of its pcrs.sha256 against the quote.
+Prints a JSON summary on success, exits 1 with the failed check and reason otherwise.
+The test oracle of `cvm-cli verify` (an independent implementation).
 """
 import base64
 import hashlib
@@ -43,12 +48,72 @@ def fail(message):
     sys.exit(1)
 
 
+def replay_event_log(log):
+    """SHA-256 bank values of the PCRs a TCG2 crypto-agile log mentions (TCG PFP spec §10)."""
+    r = Reader(log)
+    le32 = lambda: struct.unpack("<I", r.take(4))[0]
+    le16 = lambda: struct.unpack("<H", r.take(2))[0]
+    le32(); first_type = le32(); r.take(20)
+    spec = r.take(le32())
+    if first_type != 3 or not spec.startswith(b"Spec ID Event03"):
+        raise ValueError("not a crypto-agile log")
+    sizes = {}
+    for i in range(struct.unpack("<I", spec[24:28])[0]):
+        alg, size = struct.unpack("<HH", spec[28 + 4 * i:32 + 4 * i])
+        sizes[alg] = size
+    pcrs = {}
+    while r.offset + 8 <= len(log):
+        pcr, kind = le32(), le32()
+        digests = {}
+        for _ in range(le32()):
+            alg = le16()
+            digests[alg] = r.take(sizes[alg])
+        r.take(le32())
+        if kind != 3 and 0x000B in digests:
+            pcrs[pcr] = hashlib.sha256(pcrs.get(pcr, bytes(32)) + digests[0x000B]).digest()
+    return pcrs
+
+
+def canonical(value):
+    """RFC 8785 for the documents at hand (strings, integers, booleans, objects, arrays)."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def check_golden_signature(signed, pem_path):
+    from cryptography.hazmat.primitives.asymmetric import padding
+    with open(pem_path, "rb") as f:
+        key = serialization.load_pem_public_key(f.read())
+    spki = key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    sig = signed["signature"]
+    if sig["key_id"] != hashlib.sha256(spki).hexdigest():
+        fail("golden_signature: signed by another key")
+    value, message = base64.b64decode(sig["value"]), canonical(signed["golden_measurement"])
+    try:
+        if sig["alg"] == "ES256":
+            key.verify(value, message, ec.ECDSA(hashes.SHA256()))
+        elif sig["alg"] == "RS256":
+            key.verify(value, message, padding.PKCS1v15(), hashes.SHA256())
+        else:
+            key.verify(value, message, padding.PSS(padding.MGF1(hashes.SHA256()), 32), hashes.SHA256())
+    except InvalidSignature:
+        fail("golden_signature: the signature does not verify")
+
+
 def main():
-    if len(sys.argv) != 3:
-        fail("usage: verify-collaterals.py COLLATERALS.json NONCE_HEX")
-    with open(sys.argv[1]) as f:
+    args = sys.argv[1:]
+    options = {}
+    for flag in ("--golden", "--pubkey", "--tls-fingerprint"):
+        if flag in args:
+            i = args.index(flag)
+            options[flag] = args[i + 1]
+            del args[i:i + 2]
+    if len(args) != 2:
+        fail("usage: verify-collaterals.py COLLATERALS.json NONCE_HEX [--golden G [--pubkey P]] [--tls-fingerprint F]")
+    with open(args[0]) as f:
         doc = json.load(f)
-    nonce = bytes.fromhex(sys.argv[2])
+    nonce = bytes.fromhex(args[1])
+    if doc.get("nonce", nonce.hex()) != nonce.hex():
+        fail("nonce: the collaterals are for another nonce")
     attest = base64.b64decode(doc["quote"])
     signature = base64.b64decode(doc["signature"])
     key = serialization.load_pem_public_key(doc["ak_public"].encode())
@@ -99,8 +164,45 @@ def main():
     if hashlib.sha256(values).digest() != pcr_digest:
         fail("quote: pcrDigest is not SHA-256 of the reported PCR values")
 
+    if doc.get("event_log"):
+        try:
+            replayed = replay_event_log(base64.b64decode(doc["event_log"]))
+        except (ValueError, KeyError) as e:
+            fail("event_log: unreadable (%s)" % e)
+        for pcr, value in replayed.items():
+            if bank.get(str(pcr)) != value.hex():
+                fail("event_log: PCR %d does not replay" % pcr)
+    pcr23 = bytes.fromhex(doc.get("workload_pcr23_base") or "00" * 32)
+    for event in doc.get("workload_events") or []:
+        if "content_sha256" in event and hashlib.sha256(event["name"].encode() + b"\0" + bytes.fromhex(event["content_sha256"])).hexdigest() != event["digest"]:
+            fail("workload_events: %s has a digest that is not SHA-256(name || 0 || content)" % event["name"])
+        pcr23 = hashlib.sha256(pcr23 + bytes.fromhex(event["digest"])).digest()
+    if "workload_events" in doc and "23" in bank and pcr23.hex() != bank["23"]:
+        fail("workload_events: they do not replay to PCR 23")
+
+    compared = []
+    if "--golden" in options:
+        with open(options["--golden"]) as f:
+            golden = json.load(f)
+        if "golden_measurement" in golden:
+            if "--pubkey" not in options:
+                fail("golden_signature: a signed golden measurement needs --pubkey")
+            check_golden_signature(golden, options["--pubkey"])
+            golden = golden["golden_measurement"]
+        elif "--pubkey" in options:
+            fail("golden_signature: the golden measurement is not signed")
+        expected = [f for f in (golden.get("tls_fingerprint"), options.get("--tls-fingerprint")) if f]
+        if any(f.lower() != fingerprint.lower() for f in expected):
+            fail("tls_fingerprint: the quote is bound to another TLS key")
+        for pcr, value in sorted(golden["pcrs"]["sha256"].items(), key=lambda kv: int(kv[0])):
+            if int(pcr) not in selected or bank.get(pcr) != value.lower():
+                fail("PCR %s: quoted %s, golden %s" % (pcr, bank.get(pcr), value))
+            compared.append(int(pcr))
+    elif "--tls-fingerprint" in options and options["--tls-fingerprint"].lower() != fingerprint.lower():
+        fail("tls_fingerprint: the quote is bound to another TLS key")
+
     print(json.dumps({"verified": True, "pcrs": sorted(selected), "extra_data": extra.hex(),
-                      "pcr_digest": pcr_digest.hex()}))
+                      "pcr_digest": pcr_digest.hex(), "golden_pcrs": compared}))
 
 
 if __name__ == "__main__":

@@ -4,17 +4,6 @@ import Deploy
 import Foundation
 import Transport
 
-/// What `cleanup aws` removed (or, with `--dry-run`, would remove).
-public struct CleanupOutcome: Sendable {
-    /// `kind id` lines in the order they were handled, e.g. `instance i-0abc`.
-    public var removed: [String]
-    public var alreadyGone: [String]
-    public var region: String
-    public var plan: [PlannedCall]
-    public var artifactPath: String
-    public var dryRun: Bool
-}
-
 extension AWSDeploy {
     /// Deletes what deploy-aws created for `vmName`, found from the artifact and by tag/name (so
     /// it works when the artifact is gone), in dependency order: address, instances (waited until

@@ -106,8 +106,21 @@ public struct AgentClient {
     /// GETs `path` over HTTPS with the certificate checked per `trust`; `accepted` statuses are
     /// returned, others thrown. `retry: false` for answers that exist once (the API token).
     /// `validate` runs before a first-use pin is recorded: a refused answer records nothing.
+    /// `deadline`: seconds for all attempts (default: the client's).
     public func get(_ path: String, accepted: Set<Int> = [200], retry: Bool = true,
-                    secret: Bool = false, validate: (Answer) throws -> Void = { _ in }) throws -> Answer {
+                    secret: Bool = false, deadline: Double? = nil,
+                    validate: (Answer) throws -> Void = { _ in }) throws -> Answer {
+        var request = HTTPRequest(method: "GET", url: target.url(path))
+        request.deadline = deadline
+        return try exchange(request, accepted: accepted, retry: retry, validate: validate)
+    }
+
+    /// Sends `request` (its URL on this target) over HTTPS with the certificate checked per
+    /// `trust` during the handshake, so an impostor receives not one byte of it (a token, an
+    /// archive). Pin mismatches become one line naming both fingerprints and the record.
+    public func exchange(_ template: HTTPRequest, accepted: Set<Int> = [200], retry: Bool = true,
+                         progress: TransferProgressHandler? = nil,
+                         validate: (Answer) throws -> Void = { _ in }) throws -> Answer {
         let check: ServerCertificateCheck
         var recorded: String?
         switch trust {
@@ -119,17 +132,17 @@ public struct AgentClient {
             recorded = try recordedPin()
             check = recorded.map { .pinnedLeafSHA256($0) } ?? .trustOnFirstUse
         }
-        var request = HTTPRequest(method: "GET", url: target.url(path))
+        var request = template
         request.serverCertificate = check
         request.acceptedStatuses = accepted
         if !retry {
-            // An answer, whatever it is, is final: the token exists once.
+            // An answer, whatever it is, is final: the token exists once, an update extends PCR 23.
             request.retryClassifier = RetryClassifier(custom: { _, _, _ in .fail })
-            request.deadline = 20
+            request.deadline = request.deadline ?? 20
         }
         let response: HTTPResponse
         do {
-            response = try client.send(request)
+            response = try client.send(request, progress: progress)
         } catch let mismatch as TLSPinMismatch {
             switch trust {
             case .pin:
@@ -139,7 +152,7 @@ public struct AgentClient {
             }
         }
         guard let seen = response.serverCertificateSHA256 else {
-            throw CVMError.io("\(target.url(path)): the TLS certificate was not seen (the connection was not TLS?)")
+            throw CVMError.io("\(template.url): the TLS certificate was not seen (the connection was not TLS?)")
         }
         let answer = Answer(status: response.status, body: response.body, certificateSHA256: seen,
                             recordedNow: check == .trustOnFirstUse)

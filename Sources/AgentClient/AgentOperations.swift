@@ -9,9 +9,9 @@ extension AgentClient {
     /// `GET /golden-measurement`: the document as served, after checking that its
     /// `tls_fingerprint` is the certificate this connection saw (the agent binds that
     /// fingerprint into its quote, so a mismatch means a relay or a stale document).
-    public func fetchGoldenMeasurement() throws -> (document: [UInt8], certificateSHA256: String) {
+    public func fetchGoldenMeasurement(deadline: Double? = nil) throws -> (document: [UInt8], certificateSHA256: String) {
         let source = target.url("/golden-measurement")
-        let answer = try get("/golden-measurement", validate: { answer in
+        let answer = try get("/golden-measurement", deadline: deadline, validate: { answer in
             let json = try CanonicalJSON.parse(answer.body, source: source)
             guard case .object = json else { throw CVMError.invalid("\(source): expected a JSON object") }
             guard let served = json["tls_fingerprint"]?.stringValue else {

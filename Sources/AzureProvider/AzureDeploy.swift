@@ -6,16 +6,6 @@ import Foundation
 import Logging
 import Transport
 
-/// What `cleanup azure` removed (or, with `--dry-run`, would remove).
-public struct AzureCleanupOutcome: Sendable {
-    /// `kind name` lines in the order they were handled, e.g. `virtualMachines cvm-test`.
-    public var removed: [String]
-    public var alreadyGone: [String]
-    public var location: String
-    public var plan: [PlannedCall]
-    public var dryRun: Bool
-}
-
 /// The entry points of `cvm-cli deploy-azure` and `cvm-cli cleanup azure`.
 public enum AzureDeploy {
     /// Checks the request (matrix first when the location is known, before any request), reads
@@ -88,7 +78,7 @@ public enum AzureDeploy {
                                artifactsDirectory: String = "_artifacts", dryRun: Bool = false,
                                environment: [String: String] = ProcessInfo.processInfo.environment,
                                home: String = NSHomeDirectory(), options: AzureUploadOptions = AzureUploadOptions(),
-                               verbose: Bool = false, log: @escaping @Sendable (String) -> Void = { _ in }) throws -> AzureCleanupOutcome {
+                               verbose: Bool = false, log: @escaping @Sendable (String) -> Void = { _ in }) throws -> CleanupOutcome {
         try DeployRequest.checkVMName(vmName)
         let artifactPath = DeployArtifact.path(directory: artifactsDirectory, cloud: "azure", vmName: vmName)
         let artifact = try DeployArtifact.read(artifactPath)
@@ -158,7 +148,7 @@ public enum AzureDeploy {
         if !dryRun, FileManager.default.fileExists(atPath: artifactPath) {
             try? FileManager.default.removeItem(atPath: artifactPath)
         }
-        return AzureCleanupOutcome(removed: removed, alreadyGone: gone, location: artifact?.region ?? "", plan: plan.calls,
-                                   dryRun: dryRun)
+        return CleanupOutcome(removed: removed, alreadyGone: gone, region: artifact?.region ?? "", plan: plan.calls,
+                              artifactPath: artifactPath, dryRun: dryRun)
     }
 }

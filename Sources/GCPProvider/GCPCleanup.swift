@@ -4,18 +4,6 @@ import Deploy
 import Foundation
 import Transport
 
-/// What `cleanup gcp` removed (or, with `--dry-run`, would remove).
-public struct GCPCleanupOutcome: Sendable {
-    /// `kind name` lines in the order they were handled, e.g. `instance cvm-test`.
-    public var removed: [String]
-    public var alreadyGone: [String]
-    /// The zone.
-    public var region: String
-    public var plan: [PlannedCall]
-    public var artifactPath: String
-    public var dryRun: Bool
-}
-
 extension GCPDeploy {
     /// Deletes what deploy-gcp made for `vmName`, by name (so it works without the artifact too),
     /// in dependency order: the instance (its disks go with it; waited for), a leftover data
@@ -26,7 +14,7 @@ extension GCPDeploy {
                                environment: [String: String] = ProcessInfo.processInfo.environment,
                                home: String = NSHomeDirectory(), verbose: Bool = false,
                                isCancelled: (@Sendable () -> Bool)? = nil,
-                               log: @escaping @Sendable (String) -> Void = { _ in }) throws -> GCPCleanupOutcome {
+                               log: @escaping @Sendable (String) -> Void = { _ in }) throws -> CleanupOutcome {
         try DeployRequest.checkVMName(vmName)
         try GCPNames.checkVMName(vmName)
         let artifactPath = DeployArtifact.path(directory: artifactsDirectory, cloud: "gcp", vmName: vmName)
@@ -85,7 +73,7 @@ extension GCPDeploy {
         if !dryRun, FileManager.default.fileExists(atPath: artifactPath) {
             try? FileManager.default.removeItem(atPath: artifactPath)
         }
-        return GCPCleanupOutcome(removed: removed, alreadyGone: gone, region: zone, plan: plan.calls,
-                                 artifactPath: artifactPath, dryRun: dryRun)
+        return CleanupOutcome(removed: removed, alreadyGone: gone, region: zone, plan: plan.calls,
+                              artifactPath: artifactPath, dryRun: dryRun)
     }
 }

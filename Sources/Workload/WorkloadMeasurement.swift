@@ -55,6 +55,22 @@ public struct WorkloadMeasurement: Sendable, Equatable {
         return out
     }
 
+    /// PCR 23 after extending these events on top of `base` (64 hex digits) instead of zeros:
+    /// the value after `POST /update-workload`, which extends the new events on top of the value
+    /// PCR 23 had (a PCR cannot be reset). Nil when `base` is not 32 bytes of hex.
+    public func pcr23(extending base: String) -> String? {
+        guard base.count == 64, base.allSatisfy(\.isHexDigit) else { return nil }
+        let chars = Array(base.utf8)
+        var pcr = stride(from: 0, to: 64, by: 2).map { UInt8(String(decoding: chars[$0..<$0 + 2], as: UTF8.self), radix: 16)! }
+        for event in events {
+            let digest = Array(event.digest.utf8)
+            pcr = SHA256.hash(pcr + stride(from: 0, to: digest.count, by: 2).map {
+                UInt8(String(decoding: digest[$0..<$0 + 2], as: UTF8.self), radix: 16)!
+            })
+        }
+        return hexString(pcr)
+    }
+
     /// Builds the event list and PCR value from (name, SHA-256 of content) pairs in order.
     public static func fromContentDigests(_ inputs: [(name: String, content: [UInt8])]) -> WorkloadMeasurement {
         var pcr = [UInt8](repeating: 0, count: 32)

@@ -9,6 +9,10 @@ import Foundation
 /// root is the folder's content. Reading is strict: regular files, directories and symlinks only;
 /// no absolute paths, no `..`; sizes bounded — the archive comes from the network.
 public enum WorkloadArchive {
+    /// The agent's limits for an update (docs/agent-api.md); the host checks them before sending.
+    public static let maxCompressedBytes = 64 << 20
+    public static let maxUnpackedBytes = 256 << 20
+
     public struct Entry: Sendable, Equatable {
         public enum Kind: Sendable, Equatable { case file([UInt8]), directory, symlink(String) }
         public let path: String

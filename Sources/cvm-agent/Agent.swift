@@ -91,6 +91,10 @@ final class Agent: @unchecked Sendable {
             return updateWorkload(request)
         case (_, "/update-workload"):
             return .json(405, jsonObject(["error": "use POST"]))
+        case ("POST", "/offchain-verify"):
+            return offchainVerify(request)
+        case (_, "/offchain-verify"):
+            return .json(405, jsonObject(["error": "use POST"]))
         case ("GET", _) where path.hasPrefix("/collaterals/"):
             return collaterals(nonceHex: String(path.dropFirst("/collaterals/".count)))
         case (_, "/golden-measurement"), (_, "/api-token"):
@@ -161,35 +165,44 @@ final class Agent: @unchecked Sendable {
               nonceHex.allSatisfy({ $0.isHexDigit && $0.isASCII }) else {
             return .json(400, jsonObject(["error": "the nonce must be 8 to 64 bytes in hex (16 to 128 hex digits)"]))
         }
-        let nonce = hexToBytes(nonceHex)
-        let (events, error, fingerprint) = lock.withLock { (workloadEvents, workloadError, tlsFingerprint) }
-        let fingerprintBytes = fingerprint.map { hexToBytes(String($0.dropFirst("sha256:".count))) } ?? []
         do {
-            let attestation = try tpmLock.withLock { try PCRAttestation.make(tpm, nonce: nonce, tlsFingerprint: fingerprintBytes) }
-            var bank: [String: String] = [:]
-            for (index, value) in attestation.pcrs { bank[String(index)] = hexString(value) }
-            var object: [String: Any] = [
-                "version": 1,
-                "nonce": hexString(nonce),
-                "qualifying_data": hexString(attestation.qualifyingData),
-                "quote": Base64.encode(attestation.quote.attest),
-                "signature": Base64.encode(attestation.quote.signature),
-                "ak_public": attestation.akPublicPEM,
-                "pcrs": ["sha256": bank],
-                "event_log": Base64.encode(readWholeFile(options.eventLog) ?? []),
-                "workload_events": events.map { ["name": $0.name, "content_sha256": $0.contentSHA256, "digest": $0.digest] },
-                "agent_version": AgentVersion.string,
-            ]
-            lock.withLock { object["workload_pcr23_base"] = workloadPCR23Base }
-            if let fingerprint { object["tls_fingerprint"] = fingerprint }
-            if let error { object["workload_error"] = error }
-            log("quote made for nonce \(hexString(nonce))")
-            return HTTPResponse(status: 200, body: Array(try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes])))
+            return HTTPResponse(status: 200, body: try makeCollaterals(nonce: hexToBytes(nonceHex)))
         } catch let error as CVMError {
             return .json(500, jsonObject(["error": error.message]))
         } catch {
             return .json(500, jsonObject(["error": "\(error)"]))
         }
+    }
+
+    /// The collaterals document for `nonce` (also what POST /offchain-verify verifies).
+    func makeCollaterals(nonce: [UInt8]) throws -> [UInt8] {
+        let fingerprint = lock.withLock { tlsFingerprint }
+        let fingerprintBytes = fingerprint.map { hexToBytes(String($0.dropFirst("sha256:".count))) } ?? []
+        // The workload events are read with the TPM held: they are the ones behind the quoted PCR 23.
+        let (attestation, events, error, base) = try tpmLock.withLock {
+            let attestation = try PCRAttestation.make(tpm, nonce: nonce, tlsFingerprint: fingerprintBytes)
+            let (events, error, base) = lock.withLock { (workloadEvents, workloadError, workloadPCR23Base) }
+            return (attestation, events, error, base)
+        }
+        var bank: [String: String] = [:]
+        for (index, value) in attestation.pcrs { bank[String(index)] = hexString(value) }
+        var object: [String: Any] = [
+            "version": 1,
+            "nonce": hexString(nonce),
+            "qualifying_data": hexString(attestation.qualifyingData),
+            "quote": Base64.encode(attestation.quote.attest),
+            "signature": Base64.encode(attestation.quote.signature),
+            "ak_public": attestation.akPublicPEM,
+            "pcrs": ["sha256": bank],
+            "event_log": Base64.encode(readWholeFile(options.eventLog) ?? []),
+            "workload_events": events.map { ["name": $0.name, "content_sha256": $0.contentSHA256, "digest": $0.digest] },
+            "agent_version": AgentVersion.string,
+        ]
+        object["workload_pcr23_base"] = base
+        if let fingerprint { object["tls_fingerprint"] = fingerprint }
+        if let error { object["workload_error"] = error }
+        log("quote made for nonce \(hexString(nonce))")
+        return Array(try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes]))
     }
 
     /// Which confidential-computing guest device the kernel offers.

@@ -12,8 +12,8 @@ import WorkloadArchive
 /// `POST /update-workload` (docs/agent-api.md): a tar.gz of the new workload folder, checked
 /// with the host's WorkloadCheck, swapped in by rename, measured and extended into PCR 23.
 extension Agent {
-    static let maxArchiveBytes = 64 << 20
-    static let maxWorkloadBytes = 256 << 20
+    static let maxArchiveBytes = WorkloadArchive.maxCompressedBytes
+    static let maxWorkloadBytes = WorkloadArchive.maxUnpackedBytes
 
     func updateWorkload(_ request: HTTPRequest) -> HTTPResponse {
         guard policy.workloadUpdateEndpoint else {
@@ -65,16 +65,18 @@ extension Agent {
             try? fm.removeItem(atPath: old)
 
             // PCR 23 cannot be reset: the new events extend the current value.
+            // The events are recorded while the TPM is still held, so a quote never sees the
+            // new PCR 23 with the old event list (collaterals read both under tpmLock).
             let (before, after): ([UInt8], [UInt8]) = try tpmLock.withLock {
                 let before = try TPM2.readSHA256(tpm, pcrs: [23])[23] ?? []
                 for event in measurement.events { try TPM2.extend(tpm, pcr: 23, sha256: hexToBytes(event.digest)) }
+                lock.withLock {
+                    workloadEvents = measurement.events
+                    workloadError = nil
+                    workloadPCR23Base = hexString(before)
+                    workloadUpdates += 1
+                }
                 return (before, try TPM2.readSHA256(tpm, pcrs: [23])[23] ?? [])
-            }
-            lock.withLock {
-                workloadEvents = measurement.events
-                workloadError = nil
-                workloadPCR23Base = hexString(before)
-                workloadUpdates += 1
             }
             for event in measurement.events { log("PCR 23 extended: \(event.digest) \(event.name)") }
             log("workload updated: \(measurement.events.count) events, PCR 23 \(hexString(before)) → \(hexString(after))")

@@ -47,7 +47,7 @@ struct CVMCLI: ParsableCommand {
         subcommands: [Convert.self, Inspect.self, UpdateDiskCommand.self, WorkloadCommand.self, UploadCommand.self,
                       MatrixCommand.self, DeployAWSCommand.self, DeployGCPCommand.self, DeployAzureCommand.self,
                       ImageCommand.self, DeployLocalCommand.self, CleanupCommand.self, GoldenCommand.self,
-                      APITokenCommand.self, CollateralsCommand.self]
+                      APITokenCommand.self, CollateralsCommand.self, UpdateWorkloadCommand.self, VerifyCommand.self]
     )
 }
 

@@ -18,11 +18,23 @@ struct CleanupAWSCommand: ParsableCommand {
         abstract: "Delete the Elastic IP, instance, image, snapshots, security group and volumes of a deploy-aws VM."
     )
 
-    @Option(name: [.customLong("vm_name"), .customLong("vm-name")], help: "The VM's name.")
-    var vmName = "cvm-test"
+    @OptionGroup var cleanup: CleanupOptions
 
     @Option(help: "Region (default: the artifact's, else AWS_REGION / the profile's).")
     var region: String?
+
+    func run() throws {
+        try runReportingErrors {
+            try cleanup.report(AWSDeploy.cleanup(vmName: cleanup.vmName, region: region, dryRun: cleanup.dryRun,
+                                                 verbose: cleanup.verbose, log: cleanup.logLine))
+        }
+    }
+}
+
+/// The options and the report every `cleanup <cloud>` shares.
+struct CleanupOptions: ParsableArguments {
+    @Option(name: [.customLong("vm_name"), .customLong("vm-name")], help: "The VM's name.")
+    var vmName = "cvm-test"
 
     @Flag(name: [.customLong("dry-run"), .customLong("dry_run")], help: "List what would be deleted; delete nothing.")
     var dryRun = false
@@ -33,24 +45,24 @@ struct CleanupAWSCommand: ParsableCommand {
     @Flag(help: "Log each step and request on stderr.")
     var verbose = false
 
-    func run() throws {
-        try runReportingErrors {
-            let verbose = self.verbose
-            let outcome = try AWSDeploy.cleanup(vmName: vmName, region: region, dryRun: dryRun, verbose: verbose) { line in
-                if verbose { FileHandle.standardError.write(Data("cvm-cli: \(line)\n".utf8)) }
-            }
-            if json {
-                try printJSON(CleanupJSON(removed: outcome.removed, alreadyGone: outcome.alreadyGone, region: outcome.region,
-                                          dryRun: outcome.dryRun, plan: outcome.dryRun ? outcome.plan.filter(\.mutating) : nil))
-                return
-            }
-            if outcome.removed.isEmpty {
-                print("nothing of \(vmName) left in \(outcome.region)")
-            }
-            for line in outcome.removed { print((dryRun ? "would delete " : "deleted ") + line) }
-            if dryRun {
-                for call in outcome.plan where call.mutating { print("  would " + call.line) }
-            }
+    /// The provider's step log: on stderr with --verbose, else dropped.
+    var logLine: @Sendable (String) -> Void {
+        let verbose = self.verbose
+        return { line in if verbose { FileHandle.standardError.write(Data("cvm-cli: \(line)\n".utf8)) } }
+    }
+
+    func report(_ outcome: CleanupOutcome) throws {
+        if json {
+            try printJSON(CleanupJSON(removed: outcome.removed, alreadyGone: outcome.alreadyGone, region: outcome.region,
+                                      dryRun: outcome.dryRun, plan: outcome.dryRun ? outcome.plan.filter(\.mutating) : nil))
+            return
+        }
+        if outcome.removed.isEmpty {
+            print("nothing of \(vmName) left" + (outcome.region.isEmpty ? "" : " in \(outcome.region)"))
+        }
+        for line in outcome.removed { print((dryRun ? "would delete " : "deleted ") + line) }
+        if dryRun {
+            for call in outcome.plan where call.mutating { print("  would " + call.line) }
         }
     }
 }

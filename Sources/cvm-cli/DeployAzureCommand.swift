@@ -81,44 +81,21 @@ struct CleanupAzureCommand: ParsableCommand {
         abstract: "Delete the VM, NIC, public IP, NSG, VNet, disks, image version and definition and blob of a deploy-azure VM."
     )
 
-    @Option(name: [.customLong("vm_name"), .customLong("vm-name")], help: "The VM's name.")
-    var vmName = "cvm-test"
+    @OptionGroup var cleanup: CleanupOptions
 
     @OptionGroup var azure: AzureTargetOptions
 
     @Flag(help: "Also delete the resource group, storage account and gallery, if this tool created them (--create-missing).")
     var all = false
 
-    @Flag(name: [.customLong("dry-run"), .customLong("dry_run")], help: "List what would be deleted; delete nothing.")
-    var dryRun = false
-
-    @Flag(help: "Print one JSON object.")
-    var json = false
-
-    @Flag(help: "Log each step and request on stderr.")
-    var verbose = false
-
     func run() throws {
         try runReportingErrors {
-            let verbose = self.verbose
             var target: AzureDeployTarget?
             if let rg = azure.resourceGroup, let sa = azure.storageAccount, let g = azure.galleryName {
                 target = AzureDeployTarget(resourceGroup: rg, storageAccount: sa, gallery: g)
             }
-            let outcome = try AzureDeploy.cleanup(vmName: vmName, target: target, subscription: azure.subscription, all: all,
-                                                  dryRun: dryRun, verbose: verbose) { line in
-                if verbose { FileHandle.standardError.write(Data("cvm-cli: \(line)\n".utf8)) }
-            }
-            if json {
-                try printJSON(CleanupJSON(removed: outcome.removed, alreadyGone: outcome.alreadyGone, region: outcome.location,
-                                          dryRun: outcome.dryRun, plan: outcome.dryRun ? outcome.plan.filter(\.mutating) : nil))
-                return
-            }
-            if outcome.removed.isEmpty { print("nothing of \(vmName) left") }
-            for line in outcome.removed { print((dryRun ? "would delete " : "deleted ") + line) }
-            if dryRun {
-                for call in outcome.plan where call.mutating { print("  " + call.line) }
-            }
+            try cleanup.report(AzureDeploy.cleanup(vmName: cleanup.vmName, target: target, subscription: azure.subscription, all: all,
+                                                   dryRun: cleanup.dryRun, verbose: cleanup.verbose, log: cleanup.logLine))
         }
     }
 }

@@ -66,8 +66,7 @@ struct CleanupGCPCommand: ParsableCommand {
         abstract: "Delete the instance, data disk, firewall, image and uploaded archives of a deploy-gcp VM."
     )
 
-    @Option(name: [.customLong("vm_name"), .customLong("vm-name")], help: "The VM's name.")
-    var vmName = "cvm-test"
+    @OptionGroup var cleanup: CleanupOptions
 
     @Option(help: "Zone (default: the artifact's).")
     var region: String?
@@ -78,35 +77,12 @@ struct CleanupGCPCommand: ParsableCommand {
     @Option(help: "Bucket holding the uploaded archives (default: the artifact's).")
     var bucket: String?
 
-    @Flag(name: [.customLong("dry-run"), .customLong("dry_run")], help: "List what would be deleted; delete nothing.")
-    var dryRun = false
-
-    @Flag(help: "Print one JSON object.")
-    var json = false
-
-    @Flag(help: "Log each step and request on stderr.")
-    var verbose = false
-
     func run() throws {
         try runReportingErrors {
-            let verbose = self.verbose
             let interrupt = InterruptFlag.install()
-            let outcome = try GCPDeploy.cleanup(vmName: vmName, zone: region, projectID: projectID, bucket: bucket,
-                                                dryRun: dryRun, verbose: verbose, isCancelled: { interrupt.isSet }) { line in
-                if verbose { FileHandle.standardError.write(Data("cvm-cli: \(line)\n".utf8)) }
-            }
-            if json {
-                try printJSON(CleanupJSON(removed: outcome.removed, alreadyGone: outcome.alreadyGone, region: outcome.region,
-                                          dryRun: outcome.dryRun, plan: outcome.dryRun ? outcome.plan.filter(\.mutating) : nil))
-                return
-            }
-            if outcome.removed.isEmpty {
-                print("nothing of \(vmName) left in \(outcome.region)")
-            }
-            for line in outcome.removed { print((dryRun ? "would delete " : "deleted ") + line) }
-            if dryRun {
-                for call in outcome.plan where call.mutating { print("  " + call.line) }
-            }
+            try cleanup.report(GCPDeploy.cleanup(vmName: cleanup.vmName, zone: region, projectID: projectID, bucket: bucket,
+                                                 dryRun: cleanup.dryRun, verbose: cleanup.verbose,
+                                                 isCancelled: { interrupt.isSet }, log: cleanup.logLine))
         }
     }
 }

@@ -6,6 +6,7 @@ import XCTest
 /// A `moto_server` on 127.0.0.1 (a free port) with SigV4 enforced for one IAM user's key.
 /// Started once per test class, stopped in teardown (by its own process id).
 public final class MotoServer: @unchecked Sendable {
+    static let scripts = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Scripts")
     public let endpoint: String
     public let accessKeyID: String
     public let secretAccessKey: String
@@ -64,26 +65,14 @@ public final class MotoServer: @unchecked Sendable {
         try? FileManager.default.removeItem(at: directory)
     }
 
-    /// Starts the fault-injecting proxy (`faultProxyScript`) in front of this server; returns
-    /// its endpoint and process (stop it with `terminate()`).
+    /// `Scripts/aws_fault_proxy.py` in front of this server; returns its endpoint and process
+    /// (stop it with `terminate()`).
     public func startFaultProxy(countingWithDelay delay: Double? = nil) throws -> (endpoint: String, process: Process) {
-        let script = directory.appendingPathComponent("fault_proxy.py").path
-        try faultProxyScript.write(toFile: script, atomically: true, encoding: .utf8)
         let port = try Self.freePort()
         guard let upstream = endpoint.split(separator: ":").last else { throw CVMError.io("bad endpoint \(endpoint)") }
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        p.arguments = ["python3", script, String(port), String(upstream)] + (delay.map { ["count:\($0)"] } ?? [])
-        p.standardOutput = FileHandle.nullDevice
-        try p.run()
-        let deadline = Self.monotonicNow() + 20
-        while !Self.canConnect(port: port) {
-            guard p.isRunning, Self.monotonicNow() < deadline else {
-                p.terminate()
-                throw CVMError.io("fault proxy did not start on port \(port)")
-            }
-            Thread.sleep(forTimeInterval: 0.05)
-        }
+        let p = try LocalServers.startPython(script: Self.scripts.appendingPathComponent("aws_fault_proxy.py").path,
+                                             [String(port), String(upstream)] + (delay.map { ["count:\($0)"] } ?? []),
+                                             port: port, log: directory.appendingPathComponent("proxy-\(port).log"))
         return ("http://127.0.0.1:\(port)", p)
     }
 

@@ -98,29 +98,7 @@ public final class PageBlobServer: @unchecked Sendable {
     public typealias Output = TestProcess.Result
 
     private static func startPython(_ args: [String], port: UInt16, log: URL) throws -> Process {
-        try startPython(script: scripts.appendingPathComponent(args[0]).path, Array(args.dropFirst()), port: port, log: log)
-    }
-
-    /// Starts `python3 script args…` with its output in `log`, and waits until `port` accepts.
-    public static func startPython(script: String, _ args: [String], port: UInt16, log: URL) throws -> Process {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        p.arguments = ["python3", script] + args
-        _ = FileManager.default.createFile(atPath: log.path, contents: nil)
-        let handle = try FileHandle(forWritingTo: log)
-        p.standardOutput = handle
-        p.standardError = handle
-        try p.run()
-        let deadline = ProcessInfo.processInfo.systemUptime + 30
-        while !canConnect(port: port) {
-            guard p.isRunning, ProcessInfo.processInfo.systemUptime < deadline else {
-                p.terminate()
-                let text = (try? String(contentsOf: log, encoding: .utf8)) ?? ""
-                throw CVMError.io("\(script) did not start on port \(port): \(text.suffix(800))")
-            }
-            Thread.sleep(forTimeInterval: 0.05)
-        }
-        return p
+        try LocalServers.startPython(script: scripts.appendingPathComponent(args[0]).path, Array(args.dropFirst()), port: port, log: log)
     }
 
     /// Runs a command via /usr/bin/env, output to temp files (no pipe can fill up).

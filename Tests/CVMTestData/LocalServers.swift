@@ -29,6 +29,50 @@ public enum LocalServers {
         return UInt16(bigEndian: addr.sin_port)
     }
 
+    /// Python modules shared by the test servers' scripts (proxy_common.py); `startPython` puts
+    /// this folder on PYTHONPATH.
+    public static let sharedScripts = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+        .appendingPathComponent("Scripts").path
+
+    /// Starts `args` through /usr/bin/env with stdout and stderr in `log` (no pipe can fill up).
+    public static func launch(_ args: [String], log: URL, environment: [String: String]? = nil) throws -> Process {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        p.arguments = args
+        if let environment { p.environment = environment }
+        _ = FileManager.default.createFile(atPath: log.path, contents: nil)
+        let handle = try FileHandle(forWritingTo: log)
+        p.standardOutput = handle
+        p.standardError = handle
+        try p.run()
+        return p
+    }
+
+    /// Waits until `port` accepts connections; stops `process` and throws with the end of `log`
+    /// when it exits or 30 s pass first.
+    public static func waitForPort(_ port: UInt16, process: Process, name: String, log: URL? = nil) throws {
+        let deadline = ProcessInfo.processInfo.systemUptime + 30
+        while !canConnect(port: port) {
+            guard process.isRunning, ProcessInfo.processInfo.systemUptime < deadline else {
+                process.terminate()
+                let text = log.flatMap { try? String(contentsOf: $0, encoding: .utf8) } ?? ""
+                throw Failure(description: "\(name) did not start on port \(port): \(text.suffix(800))")
+            }
+            Thread.sleep(forTimeInterval: 0.05)
+        }
+    }
+
+    /// Starts `python3 script args…` with `sharedScripts` on PYTHONPATH and its output in `log`,
+    /// and waits until it accepts connections on `port`.
+    public static func startPython(script: String, _ args: [String], port: UInt16, log: URL,
+                                   environment: [String: String]? = nil) throws -> Process {
+        var env = environment ?? ProcessInfo.processInfo.environment
+        env["PYTHONPATH"] = ([sharedScripts] + (env["PYTHONPATH"].map { [$0] } ?? [])).joined(separator: ":")
+        let p = try launch(["python3", script] + args, log: log, environment: env)
+        try waitForPort(port, process: p, name: (script as NSString).lastPathComponent, log: log)
+        return p
+    }
+
     /// True when something accepts connections on 127.0.0.1:`port`.
     public static func canConnect(port: UInt16) -> Bool {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)

@@ -28,7 +28,7 @@ final class DeployAzureTests: XCTestCase {
             blobs = b
             secret = "s3cr3t~" + UUID().uuidString
             armPort = try PageBlobServer.freePort()
-            arm = try PageBlobServer.startPython(
+            arm = try LocalServers.startPython(
                 script: scripts.appendingPathComponent("arm_server.py").path,
                 [String(armPort), tenant, clientID, secret, subscription, "\(b.endpoint)/\(b.account)/", b.key],
                 port: armPort, log: b.directory.appendingPathComponent("arm.log"))

@@ -88,7 +88,7 @@ final class DeployGCPEmulatorTests: XCTestCase {
                           log: { line in if ProcessInfo.processInfo.environment["CVM_TEST_VERBOSE"] != nil { print("deploy: \(line)") } })
     }
 
-    func cleanup(_ vm: String = "cvm-gcp", zone: String? = nil, dryRun: Bool = false) throws -> GCPCleanupOutcome {
+    func cleanup(_ vm: String = "cvm-gcp", zone: String? = nil, dryRun: Bool = false) throws -> CleanupOutcome {
         try GCPDeploy.cleanup(vmName: vm, zone: zone, projectID: nil, bucket: nil,
                               artifactsDirectory: dir.appendingPathComponent("_artifacts").path, dryRun: dryRun,
                               environment: env, home: dir.path)

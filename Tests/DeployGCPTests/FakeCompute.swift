@@ -1,4 +1,5 @@
 import CVMSupport
+import CVMTestData
 import Foundation
 #if canImport(FoundationNetworking)
 import FoundationNetworking
@@ -24,10 +25,9 @@ final class FakeCompute: @unchecked Sendable {
             throw XCTSkip("google-api-python-client missing (scripts/install-deps.sh --with-test-tools): \(check.stderr.suffix(300))")
         }
         port = try GCSHarness.freePort()
-        var args = ["python3", Self.script, "--port", String(port), "--token-server", tokenServer, "--storage", storage]
+        var args = ["--port", String(port), "--token-server", tokenServer, "--storage", storage]
         if faults { args.append("--faults") }
-        process = try GCSHarness.launch(args, log: log)
-        try GCSHarness.waitForPort(port, process: process, name: "fake_compute.py")
+        process = try LocalServers.startPython(script: Self.script, args, port: port, log: log)
     }
 
     func stop() {

@@ -216,7 +216,7 @@ final class GCSUploadEmulatorTests: XCTestCase {
         let destination = "gs://\(GCSHarness.bucket)/resumed.tar.gz"
         let args = [cli, "upload", raw, destination, "--resume", "--chunk-mib", "1", "--json"]
 
-        let p = try GCSHarness.launch(args, log: dir.appendingPathComponent("first.log"), environment: env)
+        let p = try LocalServers.launch(args, log: dir.appendingPathComponent("first.log"), environment: env)
         // Kill (SIGKILL: no clean-up at all) once about half the object went out.
         let deadline = ProcessInfo.processInfo.systemUptime + 60
         while (try proxy.stats()["bytes_in"] as? Int ?? 0) < 15 << 20 {
@@ -265,7 +265,7 @@ final class GCSUploadEmulatorTests: XCTestCase {
         let raw = try makeDisk("disk.raw", size: 16 << 20, dataEvery: 1)
         let (proxy, env) = try proxy(chunkDelay: 0.1)
         let destination = "gs://\(GCSHarness.bucket)/fresh.tar.gz"
-        let p = try GCSHarness.launch([cli, "upload", raw, destination, "--resume", "--chunk-mib", "1"],
+        let p = try LocalServers.launch([cli, "upload", raw, destination, "--resume", "--chunk-mib", "1"],
                                       log: dir.appendingPathComponent("first.log"), environment: env)
         while (try proxy.stats()["bytes_in"] as? Int ?? 0) < 4 << 20 && p.isRunning { Thread.sleep(forTimeInterval: 0.05) }
         kill(p.processIdentifier, SIGKILL)
@@ -285,7 +285,7 @@ final class GCSUploadEmulatorTests: XCTestCase {
         let (proxy, env) = try proxy(chunkDelay: 0.1)
         let destination = "gs://\(GCSHarness.bucket)/changed.tar.gz"
         let args = [cli, "upload", raw, destination, "--resume", "--chunk-mib", "1"]
-        let p = try GCSHarness.launch(args, log: dir.appendingPathComponent("first.log"), environment: env)
+        let p = try LocalServers.launch(args, log: dir.appendingPathComponent("first.log"), environment: env)
         while (try proxy.stats()["bytes_in"] as? Int ?? 0) < 4 << 20 && p.isRunning { Thread.sleep(forTimeInterval: 0.05) }
         kill(p.processIdentifier, SIGKILL)
         p.waitUntilExit()
@@ -309,7 +309,7 @@ final class GCSUploadEmulatorTests: XCTestCase {
         let cli = try GCSHarness.cliBinary()
         let raw = try makeDisk("disk.raw", size: 16 << 20, dataEvery: 1)
         let (proxy, env) = try proxy(chunkDelay: 0.3)
-        let p = try GCSHarness.launch([cli, "upload", raw, "gs://\(GCSHarness.bucket)/interrupted.tar.gz", "--chunk-mib", "1"],
+        let p = try LocalServers.launch([cli, "upload", raw, "gs://\(GCSHarness.bucket)/interrupted.tar.gz", "--chunk-mib", "1"],
                                       log: dir.appendingPathComponent("stderr.log"), environment: env)
         while (try proxy.stats()["bytes_in"] as? Int ?? 0) < 2 << 20 && p.isRunning { Thread.sleep(forTimeInterval: 0.05) }
         XCTAssertTrue(p.isRunning)

@@ -34,10 +34,10 @@ public final class GCSHarness: @unchecked Sendable {
         privateKeyPEM = try String(contentsOfFile: keyPath, encoding: .utf8)
 
         emulatorPort = try Self.freePort()
-        emulator = try Self.launch(["python3", "-m", "gcp_storage_emulator", "start", "--host", "127.0.0.1",
-                                    "--port", String(emulatorPort), "--default-bucket", Self.bucket, "-q", "-M"],
-                                   log: directory.appendingPathComponent("emulator.log"))
-        try Self.waitForPort(emulatorPort, process: emulator, name: "gcp-storage-emulator")
+        emulator = try LocalServers.launch(["python3", "-m", "gcp_storage_emulator", "start", "--host", "127.0.0.1",
+                                           "--port", String(emulatorPort), "--default-bucket", Self.bucket, "-q", "-M"],
+                                          log: directory.appendingPathComponent("emulator.log"))
+        try LocalServers.waitForPort(emulatorPort, process: emulator, name: "gcp-storage-emulator")
     }
 
     public func stop() {
@@ -73,15 +73,14 @@ public final class GCSHarness: @unchecked Sendable {
 
     public func startProxy(faults: Bool = false, chunkDelay: Double = 0, tokenLifetime: Int = 3600, user: String? = nil) throws -> Proxy {
         let port = try Self.freePort()
-        var args = ["python3", Self.scripts.appendingPathComponent("gcs_auth_proxy.py").path,
-                    "--port", String(port), "--upstream-port", String(emulatorPort),
+        var args = ["--port", String(port), "--upstream-port", String(emulatorPort),
                     "--public-key", publicKeyPath, "--client-email", Self.clientEmail,
                     "--token-uri", "http://127.0.0.1:\(port)/token", "--token-lifetime", String(tokenLifetime)]
         if faults { args.append("--faults") }
         if let user { args += ["--user", user] }
         if chunkDelay > 0 { args += ["--chunk-delay", String(chunkDelay)] }
-        let p = try Self.launch(args, log: directory.appendingPathComponent("proxy-\(port).log"))
-        try Self.waitForPort(port, process: p, name: "gcs_auth_proxy.py")
+        let p = try LocalServers.startPython(script: Self.scripts.appendingPathComponent("gcs_auth_proxy.py").path, args, port: port,
+                                             log: directory.appendingPathComponent("proxy-\(port).log"))
         return Proxy(port: port, process: p)
     }
 
@@ -124,30 +123,6 @@ public final class GCSHarness: @unchecked Sendable {
     // MARK: process plumbing
 
     public typealias Output = TestProcess.Result
-
-    public static func launch(_ args: [String], log: URL, environment: [String: String]? = nil) throws -> Process {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        p.arguments = args
-        if let environment { p.environment = environment }
-        _ = FileManager.default.createFile(atPath: log.path, contents: nil)
-        let handle = try FileHandle(forWritingTo: log)
-        p.standardOutput = handle
-        p.standardError = handle
-        try p.run()
-        return p
-    }
-
-    public static func waitForPort(_ port: UInt16, process: Process, name: String) throws {
-        let deadline = ProcessInfo.processInfo.systemUptime + 30
-        while !canConnect(port: port) {
-            guard process.isRunning, ProcessInfo.processInfo.systemUptime < deadline else {
-                process.terminate()
-                throw CVMError.io("\(name) did not start on port \(port)")
-            }
-            Thread.sleep(forTimeInterval: 0.05)
-        }
-    }
 
     /// Runs a command via /usr/bin/env, output to temp files (no pipe can fill up).
     @discardableResult

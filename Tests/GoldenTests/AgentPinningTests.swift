@@ -7,9 +7,9 @@ import XCTest
 /// relay that presents another certificate: the pin is checked during the handshake, so a
 /// refused connection leaves the agent's log empty.
 final class AgentPinningTests: XCTestCase {
-    private var dir: String!
-    private var cli: String!
-    private var children: [Process] = []
+    var dir: String!
+    var cli: String!
+    var children: [Process] = []
 
     override func setUpWithError() throws {
         cli = try XCTUnwrap(TestProcess.cvmCLI(), "build cvm-cli first (swift build --build-tests)")
@@ -39,7 +39,7 @@ final class AgentPinningTests: XCTestCase {
         }
     }
 
-    private func start(_ mode: String, name: String, extra: [String] = []) throws -> Server {
+    func start(_ mode: String, name: String, extra: [String] = []) throws -> Server {
         let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Scripts/fake_agent.py").path
         let base = dir + "/" + name
         let p = Process()
@@ -59,19 +59,22 @@ final class AgentPinningTests: XCTestCase {
         throw XCTSkip("\(name) did not start")
     }
 
-    private func run(_ args: [String]) throws -> TestProcess.Result {
-        try TestProcess.run(cli, args + ["--artifacts", dir + "/_artifacts"])
+    /// Runs cvm-cli on the test's artifacts, with `CVM_API_TOKEN` unset unless given.
+    func run(_ args: [String], apiToken: String? = nil) throws -> TestProcess.Result {
+        var environment = ProcessInfo.processInfo.environment
+        environment["CVM_API_TOKEN"] = apiToken
+        return try TestProcess.run(cli, args + ["--artifacts", dir + "/_artifacts"], environment: environment)
     }
 
     /// A cloud artifact for `vm` at 127.0.0.1 (the deploy commands write this shape).
-    private func writeArtifact(vm: String) throws -> String {
+    func writeArtifact(vm: String) throws -> String {
         let path = dir + "/_artifacts/aws_\(vm).json"
         let json = #"{"cloud": "aws", "vm_name": "\#(vm)", "region": "eu-west-1", "vm_type": "m6a.large", "tee": "snp", "resources": {"instance_id": "i-1"}, "public_ip": "127.0.0.1", "created": "2026-01-01T00:00:00Z"}"#
         try json.write(toFile: path, atomically: true, encoding: .utf8)
         return path
     }
 
-    private func readJSON(_ path: String) throws -> [String: Any] {
+    func readJSON(_ path: String) throws -> [String: Any] {
         try XCTUnwrap(JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: path))) as? [String: Any])
     }
 
@@ -111,9 +114,9 @@ final class AgentPinningTests: XCTestCase {
         XCTAssertEqual(try readJSON(artifact)["agent_tls_fingerprint"] as? String, "sha256:" + agent.fingerprint)
     }
 
-    /// A relay presenting its own certificate: `golden fetch` and `api-token` refuse during the
-    /// handshake (the relay logs a failed handshake, the agent sees nothing, no token is
-    /// stored). With --insecure the same relay does pass requests through (so the test can fail).
+    /// A relay presenting its own certificate: `golden fetch`, `api-token` and `update-workload`
+    /// refuse during the handshake (the relay logs a failed handshake, the agent sees nothing,
+    /// no token is stored or sent). With --insecure the same relay does pass requests through (so the test can fail).
     func testMITMRelayIsRefusedBeforeAnyRequest() throws {
         let agent = try start("agent", name: "agent")
         let relay = try start("mitm", name: "relay", extra: ["--upstream", String(agent.port)])
@@ -129,6 +132,11 @@ final class AgentPinningTests: XCTestCase {
         XCTAssertNotEqual(token.status, 0)
         XCTAssertTrue(token.stderr.contains(relay.fingerprint), token.stderr)
         XCTAssertFalse(FileManager.default.fileExists(atPath: dir + "/_artifacts/vm2/api-token"))
+        let secret = String(repeating: "c3", count: 32)
+        let update = try run(["update-workload", "vm2", secret, "--port", String(relay.port), "--workload", Self.repo + "/workload"])
+        XCTAssertEqual(update.status, 1, update.stderr)
+        XCTAssertTrue(update.stderr.contains(relay.fingerprint) && update.stderr.contains("refused before sending"), update.stderr)
+        XCTAssertFalse(update.stderr.contains(secret) || update.stdout.contains(secret))
         let pinned = try run(["golden", "fetch", "127.0.0.1:\(relay.port)", "--pin", "sha256:" + agent.fingerprint])
         XCTAssertNotEqual(pinned.status, 0)
         XCTAssertEqual(agent.requests.count, 1, "nothing may reach the agent through the relay")
@@ -141,6 +149,13 @@ final class AgentPinningTests: XCTestCase {
         XCTAssertTrue(insecure.stderr.contains("terminates TLS"), "the relayed document names the agent's certificate: \(insecure.stderr)")
         XCTAssertTrue(relay.requests.contains("relayed GET /golden-measurement HTTP/1.1"), "\(relay.requests)")
         XCTAssertEqual(agent.requests.count, 2)
+        // update-workload --insecure: loud on every request, and it does go through.
+        XCTAssertEqual(try run(["api-token", "127.0.0.1:\(relay.port)", "--insecure"]).status, 0)
+        let insecureUpdate = try run(["update-workload", "127.0.0.1:\(relay.port)", "--insecure", "--workload", Self.repo + "/workload"])
+        XCTAssertEqual(insecureUpdate.status, 0, insecureUpdate.stderr)
+        XCTAssertTrue(insecureUpdate.stderr.contains("NOT verified"), insecureUpdate.stderr)
+        XCTAssertTrue(insecureUpdate.stdout.contains("MATCH"), insecureUpdate.stdout)
+        XCTAssertTrue(agent.requests.contains("POST /update-workload 200"), "\(agent.requests)")
     }
 
     /// --pin: a wrong pin is refused (nothing sent), the right one works; neither records

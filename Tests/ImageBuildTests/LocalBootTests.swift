@@ -13,7 +13,7 @@ import XCTest
 final class LocalBootTests: XCTestCase {
     static func buildImage(_ dir: String) throws -> (String, ImageManifest) { try LocalBootSupport.buildImage(dir) }
     static func freePort() -> UInt16 { LocalBootSupport.freePort() }
-    func deployOptions(disk: String, dir: String, name: String) -> LocalDeploy.Options {
+    static func deployOptions(disk: String, dir: String, name: String) -> LocalDeploy.Options {
         LocalBootSupport.deployOptions(disk: disk, dir: dir, name: name)
     }
 
@@ -23,7 +23,7 @@ final class LocalBootTests: XCTestCase {
         let dir = try ImageTestSupport.temporaryDirectory("boot")
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let (image, manifest) = try Self.buildImage(dir)
-        let options = deployOptions(disk: image, dir: dir, name: "boot-test")
+        let options = Self.deployOptions(disk: image, dir: dir, name: "boot-test")
         let artifact = try LocalDeploy.start(options)
         defer { try? LocalDeploy.stop(artifactFile: LocalDeploy.artifactPath(options)) }
 
@@ -129,7 +129,7 @@ final class LocalBootTests: XCTestCase {
         try file.write(byte, at: target)
         file.close()
 
-        let options = deployOptions(disk: image, dir: dir, name: "tamper-test")
+        let options = Self.deployOptions(disk: image, dir: dir, name: "tamper-test")
         XCTAssertThrowsError(try LocalDeploy.start(options)) { error in
             XCTAssertTrue("\(error)".contains("refusing to boot"), "\(error)")
         }
@@ -151,7 +151,7 @@ final class LocalBootTests: XCTestCase {
         let result = try UpdateDisk.run(disk: image, options: update)
         XCTAssertNotEqual(result.measurement.pcr23, manifest.workloadPCR23)
 
-        let options = deployOptions(disk: image, dir: dir, name: "update-test")
+        let options = Self.deployOptions(disk: image, dir: dir, name: "update-test")
         let artifact = try LocalDeploy.start(options)
         defer { try? LocalDeploy.stop(artifactFile: LocalDeploy.artifactPath(options)) }
         let (status, body) = try XCTUnwrap(LocalDeploy.httpGet(port: artifact.ports[1].host, path: "/golden-measurement"))
@@ -161,10 +161,14 @@ final class LocalBootTests: XCTestCase {
         XCTAssertEqual(bank["23"], result.measurement.pcr23)
         XCTAssertEqual(LocalDeploy.httpGet(port: artifact.ports[1].host, path: "/nope")?.status, 404)
 
-        // The API token: issued once, then 410 Gone.
-        let first = try XCTUnwrap(LocalDeploy.httpGet(port: artifact.ports[1].host, path: "/api-token"))
-        XCTAssertEqual(first.status, 200)
-        let token = try XCTUnwrap((try JSONSerialization.jsonObject(with: Data(first.body)) as? [String: String])?["token"])
+        // The API token: `cvm-cli api-token` stores it (pinning the agent's certificate on first
+        // use); the agent issues it once, then 410 Gone.
+        let cli = ExternalTool(name: "cvm-cli", package: "cvm-cli", path: try ImageTestSupport.product("cvm-cli"))
+        let artifacts = ["--artifacts", options.artifactsDir]
+        let retrieved = try cli.runCapturing(["api-token", "update-test"] + artifacts)
+        XCTAssertEqual(retrieved.status, 0, retrieved.stderr)
+        let token = try String(contentsOfFile: options.artifactsDir + "/update-test/api-token", encoding: .utf8)
+            .trimmingCharacters(in: .whitespacesAndNewlines)
         XCTAssertEqual(token.count, 64)
         XCTAssertEqual(LocalDeploy.httpGet(port: artifact.ports[1].host, path: "/api-token")?.status, 410)
 
@@ -211,6 +215,36 @@ final class LocalBootTests: XCTestCase {
         XCTAssertEqual(bank2["23"], hexString(expected), "PCR 23 = old value extended by the new events")
         XCTAssertEqual(json2["workload_pcr23_base"] as? String, result.measurement.pcr23)
         XCTAssertEqual((json2["workload_events"] as? [[String: String]])?.map { $0["digest"] ?? "" }, host2.events.map(\.digest))
+
+        // cvm-cli update-workload end to end (pinned TLS, the stored token): a wrong token is a
+        // 401 line; then the v3 folder, whose PCR 23 the CLI predicts from the value after v2.
+        let v3 = dir + "/workload-v3"
+        try FileManager.default.copyItem(atPath: newWorkload, toPath: v3)
+        try "# v3 of the config\n".write(toFile: v3 + "/config/web/v3.conf", atomically: true, encoding: .utf8)
+        let wrongToken = String(repeating: "7e", count: 32)
+        let refused = try cli.runCapturing(["update-workload", "update-test", wrongToken, "--workload", v3] + artifacts)
+        XCTAssertEqual(refused.status, 1, refused.stderr)
+        XCTAssertTrue(refused.stderr.contains("HTTP 401"), refused.stderr)
+        XCTAssertFalse(refused.stderr.contains(wrongToken) || refused.stdout.contains(wrongToken))
+        let newGolden = dir + "/new-golden.json"
+        let cliUpdate = try cli.runCapturing(["update-workload", "update-test", "--workload", v3, "-o", newGolden] + artifacts)
+        XCTAssertEqual(cliUpdate.status, 0, cliUpdate.stderr)
+        XCTAssertFalse(cliUpdate.stdout.contains(token) || cliUpdate.stderr.contains(token), "the token must not be printed")
+        var expected3 = expected
+        for event in try WorkloadMeasurement.measure(try WorkloadFolder(path: v3)).events {
+            expected3 = SHA256.hash(expected3 + hexToBytesForTest(event.digest))
+        }
+        let lines = cliUpdate.stdout.split(separator: "\n").map(String.init)
+        XCTAssertTrue(lines.contains("PCR 23 before:    \(hexString(expected))"), cliUpdate.stdout)
+        XCTAssertTrue(lines.contains("PCR 23 predicted: \(hexString(expected3))"), cliUpdate.stdout)
+        XCTAssertTrue(lines.contains("PCR 23 new:       \(hexString(expected3))  MATCH"), cliUpdate.stdout)
+        let (_, body3) = try XCTUnwrap(LocalDeploy.httpGet(port: http, path: "/golden-measurement"))
+        let json3 = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(body3)) as? [String: Any])
+        XCTAssertEqual(((json3["pcrs"] as? [String: Any])?["sha256"] as? [String: String])?["23"], hexString(expected3), "the agent's PCR 23")
+        let saved = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: newGolden))) as? [String: Any])
+        XCTAssertEqual(((saved["pcrs"] as? [String: Any])?["sha256"] as? [String: String])?["23"], hexString(expected3))
+        XCTAssertEqual(saved["workload_pcr23_base"] as? String, hexString(expected))
+        XCTAssertEqual(saved["workload_updates"] as? Int, 2)
 
         // The token is never written to the console.
         let console = try String(contentsOfFile: artifact.consoleLog, encoding: .utf8)

@@ -11,53 +11,29 @@ GET /_proxy/stats answers how many faults were injected per kind.
 
 usage: fault_proxy.py PORT UPSTREAM_PORT
 """
-import http.client, json, re, sys, threading, time
-from http.server import ThreadingHTTPServer, BaseHTTPRequestHandler
+import json
+import re
+import sys
+import time
 
-upstream_port = int(sys.argv[2])
-seen = set()
-stats = {}
-lock = threading.Lock()
+from proxy_common import Faults, ForwardingHandler, serve
 
-
-def first_time(key):
-    with lock:
-        if key in seen:
-            return False
-        seen.add(key)
-        return True
-
-
-def count(kind):
-    with lock:
-        stats[kind] = stats.get(kind, 0) + 1
+faults = Faults()
 
 
 def error(code, message):
     return f'<?xml version="1.0" encoding="utf-8"?><Error><Code>{code}</Code><Message>{message}</Message></Error>'.encode()
 
 
-class Proxy(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, *args):
-        pass
-
-    def answer(self, status, body=b"", headers=()):
-        self.send_response(status)
-        for k, v in headers:
-            self.send_header(k, v)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+class Proxy(ForwardingHandler):
+    upstream_port = int(sys.argv[2])
 
     def handle_any(self):
         n = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(n) if n else b""
         path, method = self.path, self.command
         if path == "/_proxy/stats":
-            with lock:
-                return self.answer(200, json.dumps(stats).encode())
+            return self.answer(200, json.dumps(faults.snapshot()).encode())
         fault = None
         key = method + " " + path
         if method == "PUT" and path.endswith("?restype=container"):
@@ -71,12 +47,10 @@ class Proxy(BaseHTTPRequestHandler):
             key += " " + self.headers.get("x-ms-range", "")
         elif method == "PUT" and path.endswith("?comp=properties"):
             fault = "properties500"
-        if fault and first_time(key):
-            count(fault)
+        if fault and faults.first_time(key):
+            faults.count(fault)
             if fault == "pagedrop":
-                self.close_connection = True
-                self.connection.shutdown(2)
-                return
+                return self.cut()
             if fault == "pageslow":
                 time.sleep(1.5)
             elif fault in ("container503", "page503"):
@@ -91,22 +65,9 @@ class Proxy(BaseHTTPRequestHandler):
             else:
                 return self.answer(500, error("InternalError", "The server encountered an internal error."),
                                    [("x-ms-error-code", "InternalError")])
-        headers = {k: v for k, v in self.headers.items() if k.lower() not in ("connection", "transfer-encoding", "content-length")}
-        conn = http.client.HTTPConnection("127.0.0.1", upstream_port, timeout=60)
-        conn.putrequest(method, path, skip_host=True, skip_accept_encoding=True)
-        for k, v in headers.items():
-            conn.putheader(k, v)
-        conn.putheader("Content-Length", str(len(body)))
-        conn.endheaders(body)
-        r = conn.getresponse()
-        data = r.read()
-        out = [(k, v) for k, v in r.getheaders() if k.lower() not in ("transfer-encoding", "connection", "content-length", "server", "date")]
-        conn.close()
-        self.answer(r.status, data, out)
+        self.relay(method, path, body)
 
     do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = handle_any
 
 
-server = ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Proxy)
-server.daemon_threads = True
-server.serve_forever()
+serve(int(sys.argv[1]), Proxy)

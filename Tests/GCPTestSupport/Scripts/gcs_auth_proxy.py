@@ -15,16 +15,16 @@ session start and a 503 on the first token request.
 --chunk-delay S holds every chunk PUT S seconds before forwarding (kill tests).
 """
 import argparse
-import http.client
 import json
 import secrets
 import threading
 import time
 import urllib.parse
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import jwt
 from cryptography.hazmat.primitives import serialization
+
+from proxy_common import Faults, ForwardingHandler, serve
 
 GOOGLE_TOKEN_URI = "https://oauth2.googleapis.com/token"
 
@@ -44,41 +44,19 @@ with open(args.public_key, "rb") as f:
     PUBLIC_KEY = serialization.load_pem_public_key(f.read())
 
 lock = threading.Lock()
-stats = {"bytes_in": 0, "chunk_puts": 0, "status_queries": 0, "unauthorized": 0, "faults": {},
+stats = {"bytes_in": 0, "chunk_puts": 0, "status_queries": 0, "unauthorized": 0,
          "tokens": [], "assertions": [], "upload_ids": [], "token_requests": 0, "rejected_grants": 0}
 issued = {}  # token -> expiry
-once = set()
-
-
-def first(name):
-    with lock:
-        if name in once:
-            return False
-        once.add(name)
-        return True
-
-
-def note_fault(kind):
-    with lock:
-        stats["faults"][kind] = stats["faults"].get(kind, 0) + 1
+faults = Faults()
+first, note_fault = faults.first_time, faults.count
 
 
 CHUNK_FAULTS = {1: "308-no-range", 2: "drop", 3: "503", 4: "429", 5: "drop-after-forward", 6: "slow"}
 
 
-class Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, *a):
-        pass
-
-    def answer(self, status, body=b"", headers=()):
-        self.send_response(status)
-        for k, v in headers:
-            self.send_header(k, v)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+class Handler(ForwardingHandler):
+    upstream_port = args.upstream_port
+    upstream_timeout = 120
 
     def read_body(self, count_it):
         n = int(self.headers.get("Content-Length") or 0)
@@ -157,7 +135,8 @@ class Handler(BaseHTTPRequestHandler):
         if self.path == "/harness-stats":
             self.read_body(False)
             with lock:
-                return self.answer(200, json.dumps(stats).encode(), [("Content-Type", "application/json")])
+                body = json.dumps(dict(stats, faults=faults.snapshot())).encode()
+            return self.answer(200, body, [("Content-Type", "application/json")])
         if self.path == "/token" and self.command == "POST":
             return self.token(self.read_body(False))
 
@@ -207,20 +186,8 @@ class Handler(BaseHTTPRequestHandler):
                 # What real GCS says when it kept nothing of the chunk (the emulator never does).
                 return self.answer(308, b"", [("X-GUploader-UploadID", "not-a-secret")])
 
-        headers = {k: v for k, v in self.headers.items()
-                   if k.lower() not in ("connection", "transfer-encoding", "content-length", "expect")}
-        conn = http.client.HTTPConnection("127.0.0.1", args.upstream_port, timeout=120)
-        conn.putrequest(self.command, self.path, skip_host=True, skip_accept_encoding=True)
-        for k, v in headers.items():
-            conn.putheader(k, v)
-        conn.putheader("Content-Length", str(len(body)))
-        conn.endheaders(body)
-        r = conn.getresponse()
-        data = r.read()
-        out = [(k, v) for k, v in r.getheaders()
-               if k.lower() not in ("transfer-encoding", "connection", "content-length", "server", "date")]
-        conn.close()
-        location = r.getheader("Location") or ""
+        status, data, out = self.forward(self.command, self.path, body)
+        location = next((v for k, v in out if k.lower() == "location"), "")
         if "upload_id=" in location:
             upload_id = urllib.parse.parse_qs(urllib.parse.urlparse(location).query).get("upload_id", [""])[0]
             with lock:
@@ -228,11 +195,9 @@ class Handler(BaseHTTPRequestHandler):
                 stats["upload_ids"].append(urllib.parse.quote(upload_id, safe=""))
         if fault == "drop-after-forward":
             return self.drop()
-        self.answer(r.status, data, out)
+        self.answer(status, data, out)
 
     do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = do_PATCH = handle_any
 
 
-server = ThreadingHTTPServer(("127.0.0.1", args.port), Handler)
-server.daemon_threads = True
-server.serve_forever()
+serve(args.port, Handler)
