@@ -68,6 +68,8 @@ let package = Package(
         .target(name: "BootPrediction", dependencies: ["CVMSupport", "CVMCrypto", "DiskImage", "CLZMA"]),
         // TPM 2.0 commands marshalled by hand (PCR extend/read) for the in-guest agent.
         .target(name: "TPM2", dependencies: ["CVMSupport", "CVMCrypto"]),
+        // The agent's firewall: nf_tables rules built as netlink messages and sent over NETLINK_NETFILTER.
+        .target(name: "Netfilter", dependencies: ["CVMSupport"]),
         // A workload folder as tar.gz (agent's POST /update-workload): strict reader.
         .target(name: "WorkloadArchive", dependencies: ["CVMSupport", "CZlib", "Workload"]),
 
@@ -116,7 +118,7 @@ let package = Package(
         ]),
         // The in-guest agent: measures the workload into PCR 23, serves the golden measurement.
         // Static Swift runtime so it runs in the image's root with only glibc, libstdc++ and OpenSSL.
-        .executableTarget(name: "cvm-agent", dependencies: ["CVMSupport", "CVMCrypto", "Workload", "WorkloadArchive", "TPM2", "COpenSSL", "Attestation"],
+        .executableTarget(name: "cvm-agent", dependencies: ["CVMSupport", "CVMCrypto", "Workload", "WorkloadArchive", "TPM2", "COpenSSL", "Attestation", "Netfilter"],
                           linkerSettings: [.unsafeFlags(["-static-stdlib"] + staticFoundationGroup)]),
         // Fuzz harness for the format parsers (see docs/fuzzing.md).
         .executableTarget(name: "cvm-fuzz", dependencies: ["DiskImage", "EXT4"]),
@@ -130,6 +132,7 @@ let package = Package(
         .testTarget(name: "CLITests", dependencies: ["CVMTestData", "DiskImage", "CVMSupport"]),
         .testTarget(name: "ImageBuildTests", dependencies: ["ImageBuild", "LocalVM", "BootPrediction", "DiskUpdate", "DiskImage", "TPM2", "Workload", "WorkloadArchive", "CVMCrypto", "CVMSupport", "Attestation", "Golden"]),
         .testTarget(name: "BootPredictionTests", dependencies: ["BootPrediction", "DiskImage", "CVMCrypto", "CVMSupport"]),
+        .testTarget(name: "NetfilterTests", dependencies: ["Netfilter", "CVMSupport"]),
         .testTarget(name: "EXT4Tests", dependencies: ["EXT4", "CVMSupport"]),
         .testTarget(name: "CloudAuthTests", dependencies: ["CloudAuth", "CVMCrypto", "CVMSupport"],
                     exclude: ["Fixtures", "Scripts"]),

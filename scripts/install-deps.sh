@@ -5,6 +5,8 @@
 set -euo pipefail
 build_pkgs=(pkg-config zlib1g-dev libdeflate-dev libqcow-dev libcurl4-openssl-dev libssl-dev libxml2-dev liblzma-dev)
 test_pkgs=(qemu-utils gdisk e2fsprogs tar gzip pigz coreutils time)
+# NetfilterTests: nft lists what cvm-agent programmed in an `unshare -rn` namespace.
+test_pkgs+=(nftables util-linux)
 # Image build (`cvm-cli image build`) and local boot (`deploy-local`) tools; the tests use them too.
 image_pkgs=(qemu-system-x86 ovmf swtpm swtpm-tools mtools dosfstools squashfs-tools cryptsetup-bin gdisk binutils
             systemd-boot-efi busybox-static e2fsprogs diffutils curl openssl python3)

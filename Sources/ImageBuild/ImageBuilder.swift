@@ -31,7 +31,7 @@ public enum ImageBuilder {
     public enum PartitionType {
         public static let esp = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B"
         public static let rootX86_64 = "4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709"
-        public static let rootX86_64Verity = "2C7357ED-EBD2-46D9-AEC9-3A2DFB0A1A4D"
+        public static let rootX86_64Verity = "2C7357ED-EBD2-46D9-AEC1-23D437EC2BF5"
         public static let linuxData = "0FC63DAF-8483-4772-8E79-3D69D8477DE4"
     }
 
@@ -114,6 +114,16 @@ public enum ImageBuilder {
         // Symbols and debug info are nothing the guest needs.
         try tools.objcopy.run(["--strip-all", rootTree.path("usr/bin/cvm-agent")])
         try rootTree.file("sbin/init", contents: BootScripts.rootInit + "\n", mode: 0o755)
+        // The firewall's kernel modules, loaded by /sbin/init in this order.
+        let kernelVersion = try kernelRelease(kernelPkg)
+        let modulesDir = kernelPkg.root + "/lib/modules/" + kernelVersion
+        var firewallOrder = ""
+        for m in try KernelModules.loadOrder(modulesDir: modulesDir, wanted: KernelModules.firewall, name: kernelPkg.name) {
+            let base = (m as NSString).lastPathComponent
+            try rootTree.copy(from: modulesDir + "/" + m, to: BootScripts.firewallModules + "/" + base, mode: 0o644)
+            firewallOrder += base + "\n"
+        }
+        try rootTree.file(BootScripts.firewallModules + "/load-order", contents: firewallOrder)
         let osRelease = "NAME=\"cvm-cli base image\"\nID=cvm-base\nVERSION_ID=1\nPRETTY_NAME=\"cvm-cli base image (Debian 12 kernel \(kernelPkg.version))\"\n"
         try rootTree.file("etc/os-release", contents: osRelease)
         let rootImage = work + "/root.squashfs"
@@ -145,8 +155,6 @@ public enum ImageBuilder {
 
         // 4. Initramfs: busybox, dmsetup and its libraries, the modules, /init.
         options.log("initramfs")
-        let kernelVersion = try kernelRelease(kernelPkg)
-        let modulesDir = kernelPkg.root + "/lib/modules/" + kernelVersion
         let order = try KernelModules.loadOrder(modulesDir: modulesDir, wanted: KernelModules.wanted, name: kernelPkg.name)
         let initTree = try StagingTree(root: work + "/initramfs")
         for d in ["dev", "proc", "sys", "sysroot", "run", "tmp"] { try initTree.directory(d) }
@@ -164,6 +172,7 @@ public enum ImageBuilder {
         }
         try initTree.file("lib/modules/load-order", contents: loadOrder)
         try initTree.file("init", contents: BootScripts.initramfsInit + "\n", mode: 0o755)
+        try initTree.file(BootScripts.partitionFinderPath, contents: BootScripts.partitionFinder, mode: 0o644)
         let cpio = try CPIOWriter.archive(tree: initTree, extra: [
             CPIOWriter.Node(path: "dev/console", mode: 0o020600, rdevMajor: 5, rdevMinor: 1),
         ], mtime: time32)

@@ -8,6 +8,11 @@ enum KernelModules {
     /// TPM drivers are built in): the virtio disk and network, dm-verity and squashfs.
     static let wanted = ["virtio_pci", "virtio_blk", "virtio_net", "dm-mod", "dm-verity", "squashfs"]
 
+    /// What cvm-agent's firewall needs (nf_tables with the ct expression; meta, cmp, payload,
+    /// bitwise, immediate and the inet family are part of nf_tables). Loaded by the root's init,
+    /// not the initramfs: a kernel without them boots, and the agent reports no firewall.
+    static let firewall = ["nf_tables", "nft_ct"]
+
     /// Module files (relative to lib/modules/<version>/) in load order: dependencies first.
     /// The package has no modules.dep (depmod writes it at install time): each module's
     /// `depends=` comes from its own .modinfo section.

@@ -24,6 +24,8 @@ final class Agent: @unchecked Sendable {
     let containerEngine: String?
     var workloadError: String?
     var tlsFingerprint: String?
+    /// The firewall report (`firewall` in the golden measurement), set once at start.
+    var firewall: [String: Any] = [:]
     /// SHA-256 of the API token once issued (the token itself is returned once and not kept).
     private var apiTokenDigest: [UInt8]?
 
@@ -33,6 +35,7 @@ final class Agent: @unchecked Sendable {
         log("TPM at \(tpm.path)")
         policy = AgentPolicy.load(workload: options.workload)
         log("policy from \(policy.source): TLS \(policy.tls), workload update endpoint \(policy.workloadUpdateEndpoint), update auth \(policy.workloadUpdateAuth)")
+        firewall = AgentFirewall.apply(policy: policy, options: options)
         containerEngine = findContainerEngine()
         if let containerEngine {
             log("container engine \(containerEngine) found, but running the compose workload is not implemented: it is measured only")
@@ -136,6 +139,7 @@ final class Agent: @unchecked Sendable {
             "version": 1,
             "tee": Self.teeKind(),
             "policy": policy.json,
+            "firewall": firewall,
             "container_engine": containerEngine ?? NSNull(),
             "workload_status": containerEngine == nil
                 ? "measured, not running: this image has no container engine (podman/docker)"

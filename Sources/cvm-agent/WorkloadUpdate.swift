@@ -4,6 +4,7 @@ import Glibc
 import CVMCrypto
 import CVMSupport
 import Foundation
+import Netfilter
 import TPM2
 import Workload
 import WorkloadArchive
@@ -103,6 +104,11 @@ struct AgentPolicy {
     var tls = true
     var workloadUpdateEndpoint = true
     var workloadUpdateAuth = true
+    /// `cvm_config.firewall.allowed_ports`; nil when the policy has none (the agent then opens
+    /// only its own ports).
+    var allowedPorts: [AllowedPort]?
+    /// Entries of allowed_ports the agent could not use, with the reason.
+    var ignoredPorts: [String] = []
     var source = "defaults (no policy file)"
 
     static func load(workload: String) -> AgentPolicy {
@@ -117,6 +123,20 @@ struct AgentPolicy {
         p.tls = https["enable_tls"] as? Bool ?? true
         p.workloadUpdateEndpoint = https["enable_workload_update_endpoint"] as? Bool ?? true
         p.workloadUpdateAuth = https["enable_workload_update_auth"] as? Bool ?? true
+        let firewall = (root["cvm_config"] as? [String: Any])?["firewall"] as? [String: Any]
+        if let entries = firewall?["allowed_ports"] as? [Any] {
+            var ports: [AllowedPort] = []
+            for (i, entry) in entries.enumerated() {
+                let e = entry as? [String: Any] ?? [:]
+                guard let proto = (e["protocol"] as? String).flatMap(AllowedPort.Proto.init(rawValue:)),
+                      let text = e["port"] as? String, let port = UInt16(text), port > 0 else {
+                    p.ignoredPorts.append("allowed_ports[\(i)]: expected {\"name\", \"protocol\": \"tcp\"|\"udp\", \"port\": \"1\"–\"65535\"}")
+                    continue
+                }
+                ports.append(AllowedPort(name: e["name"] as? String ?? "", proto: proto, port: port))
+            }
+            p.allowedPorts = ports
+        }
         p.source = path
         return p
     }

@@ -34,7 +34,7 @@ struct AgentOptions {
             case "--tpm": o.tpmDevices = [value()]
             case "--event-log": o.eventLog = value()
             case "--version": print(AgentVersion.string); exit(0)
-            default: fail("unknown argument \(args[i]); usage: cvm-agent [--workload DIR] [--http-port N] [--https-port N] [--tpm DEV] [--event-log FILE]")
+            default: fail("unknown argument \(args[i]); usage: cvm-agent [firewall] [--workload DIR] [--http-port N] [--https-port N] [--tpm DEV] [--event-log FILE]")
             }
             i += 1
         }
@@ -51,7 +51,16 @@ func fail(_ message: String) -> Never {
     exit(1)
 }
 
-let options = AgentOptions.parse(Array(CommandLine.arguments.dropFirst()))
+let arguments = Array(CommandLine.arguments.dropFirst())
+// `cvm-agent firewall`: apply the policy's firewall again (as at start) and print the report.
+if arguments.first == "firewall" {
+    let options = AgentOptions.parse(Array(arguments.dropFirst()))
+    let report = AgentFirewall.apply(policy: AgentPolicy.load(workload: options.workload), options: options)
+    let data = (try? JSONSerialization.data(withJSONObject: report, options: [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes])) ?? Data()
+    FileHandle.standardOutput.write(data + Data("\n".utf8))
+    exit(report["applied"] as? Bool == true ? 0 : 1)
+}
+let options = AgentOptions.parse(arguments)
 let agent: Agent
 do {
     agent = try Agent(options: options)

@@ -13,7 +13,7 @@ final class BootPredictionBootTests: XCTestCase {
     func testPredictedPCRsEqualTheBootedVM() throws {
         let dir = try ImageTestSupport.temporaryDirectory("predict-boot")
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        let (image, _) = try LocalBootTests.buildImage(dir)
+        let (image, _) = try LocalBootSupport.buildImage(dir)
 
         // Predict first, through the CLI, with deploy-local's own firmware (the default).
         let cli = ExternalTool(name: "cvm-cli", package: "cvm-cli", path: try ImageTestSupport.product("cvm-cli"))
@@ -33,7 +33,7 @@ final class BootPredictionBootTests: XCTestCase {
         // Everything but PCR 0 (and IMA's PCR 10, which hashes it) on this machine.
         for pcr in ["1", "2", "3", "4", "5", "6", "7", "9", "11", "23"] { XCTAssertNotNil(predicted[pcr], "PCR \(pcr) not predicted: \(unpredictable[pcr] ?? "")") }
 
-        let options = LocalBootTests.deployOptions(disk: image, dir: dir, name: "predict-test")
+        let options = LocalBootSupport.deployOptions(disk: image, dir: dir, name: "predict-test")
         let artifact = try LocalDeploy.start(options)
         defer { try? LocalDeploy.stop(artifactFile: LocalDeploy.artifactPath(options)) }
         let (status, body) = try XCTUnwrap(LocalDeploy.httpGet(port: artifact.ports[1].host, path: "/golden-measurement"))

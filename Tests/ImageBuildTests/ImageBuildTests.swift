@@ -38,6 +38,10 @@ final class ImageBuildTests: XCTestCase {
                                                         ImageBuilder.PartitionType.rootX86_64Verity, ImageBuilder.PartitionType.linuxData])
         let info = try sgdisk.run(["-i", "2", image])
         XCTAssertTrue(info.contains("4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709"), info)
+        // The Discoverable Partitions Specification's root-x86-64-verity type, spelled out here
+        // (not through the constant) so a wrong constant cannot pass.
+        let verityInfo = try sgdisk.run(["-i", "3", image])
+        XCTAssertTrue(verityInfo.contains("2C7357ED-EBD2-46D9-AEC1-23D437EC2BF5"), verityInfo)
 
         // dm-verity: the extracted partitions verify against the root hash on the UKI command line.
         let root = gpt.partitions[1], verity = gpt.partitions[2], data = gpt.partitions[3]

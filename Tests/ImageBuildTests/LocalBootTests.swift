@@ -11,45 +11,13 @@ import XCTest
 /// Boots the base image under QEMU (TCG here) with deploy-local's code and checks what the agent
 /// reports against what the host computes. Slow (a boot is 15–60 s of one core).
 final class LocalBootTests: XCTestCase {
-    static func buildImage(_ dir: String) throws -> (String, ImageManifest) {
-        var options = ImageBuilder.Options()
-        options.output = dir + "/base.raw"
-        options.size = 512 << 20
-        options.agentPath = try ImageTestSupport.product("cvm-agent")
-        options.workloadPath = ImageTestSupport.repo + "/workload"
-        options.recipePath = ImageTestSupport.repo + "/images/base-packages.txt"
-        options.cacheFolder = ImageTestSupport.repo + "/images/cache"
-        options.timestamp = 0
-        return (options.output, try ImageBuilder.run(options))
-    }
-
-    /// A pair of free ports (main + the agent's HTTP), different for each test of this run.
-    nonisolated(unsafe) static var nextPort = UInt16(21000 + Int(getpid() % 2000) * 4)
-    static func freePort() -> UInt16 {
-        while !(LocalDeploy.portIsFree(nextPort) && LocalDeploy.portIsFree(nextPort + 1)) { nextPort += 2 }
-        defer { nextPort += 2 }
-        return nextPort
-    }
-
-    /// deploy-local's options for a test VM (shared with the other boot tests of this target).
-    static func deployOptions(disk: String, dir: String, name: String) -> LocalDeploy.Options {
-        var o = LocalDeploy.Options()
-        o.disk = disk
-        o.vmName = name
-        o.port = Self.freePort()
-        o.artifactsDir = dir + "/_artifacts"
-        o.timeout = 300
-        o.cpus = 1
-        return o
-    }
-
     /// The agent answers; PCR 23 is the host's workload measurement; the firmware event log
     /// replays to the PCRs the agent read from the TPM.
     func testBootMeasuresWorkloadAndEventLogReplays() throws {
         let dir = try ImageTestSupport.temporaryDirectory("boot")
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        let (image, manifest) = try Self.buildImage(dir)
-        let options = Self.deployOptions(disk: image, dir: dir, name: "boot-test")
+        let (image, manifest) = try LocalBootSupport.buildImage(dir)
+        let options = LocalBootSupport.deployOptions(disk: image, dir: dir, name: "boot-test")
         let artifact = try LocalDeploy.start(options)
         defer { try? LocalDeploy.stop(artifactFile: LocalDeploy.artifactPath(options)) }
 
@@ -67,6 +35,11 @@ final class LocalBootTests: XCTestCase {
         XCTAssertEqual(json["tee"] as? String, "none")
         let bank = try XCTUnwrap((json["pcrs"] as? [String: Any])?["sha256"] as? [String: String])
         XCTAssertEqual(bank.count, 24)
+        // The sample policy's firewall (tcp 7999 and 8000) is applied and read back from the kernel.
+        let firewall = try XCTUnwrap(json["firewall"] as? [String: Any])
+        XCTAssertEqual(firewall["applied"] as? Bool, true, "\(firewall)")
+        XCTAssertEqual((firewall["rules"] as? [String])?.suffix(2), ["tcp dport 7999 accept", "tcp dport 8000 accept"])
+        XCTAssertEqual((firewall["kernel_rules"] as? [[String]])?.count, 4, "\(firewall)")
 
         // PCR 23: the same code as update-disk, on the host.
         let host = try WorkloadMeasurement.measure(try WorkloadFolder(path: ImageTestSupport.repo + "/workload"))
@@ -143,7 +116,7 @@ final class LocalBootTests: XCTestCase {
     func testTamperedRootRefusesToBoot() throws {
         let dir = try ImageTestSupport.temporaryDirectory("tamper")
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        let (image, manifest) = try Self.buildImage(dir)
+        let (image, manifest) = try LocalBootSupport.buildImage(dir)
         let root = try XCTUnwrap(manifest.partitions.first { $0.name == "root" })
         let file = FileDescriptor(fd: open(image, O_RDWR), path: image)
         let target = root.offset + root.size / 3
@@ -152,7 +125,7 @@ final class LocalBootTests: XCTestCase {
         try file.write(byte, at: target)
         file.close()
 
-        let options = Self.deployOptions(disk: image, dir: dir, name: "tamper-test")
+        let options = LocalBootSupport.deployOptions(disk: image, dir: dir, name: "tamper-test")
         XCTAssertThrowsError(try LocalDeploy.start(options)) { error in
             XCTAssertTrue("\(error)".contains("refusing to boot"), "\(error)")
         }
@@ -163,7 +136,7 @@ final class LocalBootTests: XCTestCase {
     func testUpdateDiskChangesPCR23AsPredicted() throws {
         let dir = try ImageTestSupport.temporaryDirectory("update-boot")
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        let (image, manifest) = try Self.buildImage(dir)
+        let (image, manifest) = try LocalBootSupport.buildImage(dir)
         let changed = dir + "/workload"
         try FileManager.default.copyItem(atPath: ImageTestSupport.repo + "/workload", toPath: changed)
         let conf = changed + "/config/web/default.conf"
@@ -174,7 +147,7 @@ final class LocalBootTests: XCTestCase {
         let result = try UpdateDisk.run(disk: image, options: update)
         XCTAssertNotEqual(result.measurement.pcr23, manifest.workloadPCR23)
 
-        let options = Self.deployOptions(disk: image, dir: dir, name: "update-test")
+        let options = LocalBootSupport.deployOptions(disk: image, dir: dir, name: "update-test")
         let artifact = try LocalDeploy.start(options)
         defer { try? LocalDeploy.stop(artifactFile: LocalDeploy.artifactPath(options)) }
         let (status, body) = try XCTUnwrap(LocalDeploy.httpGet(port: artifact.ports[1].host, path: "/golden-measurement"))
@@ -289,10 +262,10 @@ final class LocalBootTests: XCTestCase {
     func testInterruptDuringBootLeavesNothingRunning() throws {
         let dir = try ImageTestSupport.temporaryDirectory("interrupt")
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        let (image, _) = try Self.buildImage(dir)
+        let (image, _) = try LocalBootSupport.buildImage(dir)
         let process = Process()
         process.executableURL = URL(fileURLWithPath: try ImageTestSupport.product("cvm-cli"))
-        process.arguments = ["deploy-local", "--disk", image, "--vm_name", "interrupt-test", "--port", String(Self.freePort())]
+        process.arguments = ["deploy-local", "--disk", image, "--vm_name", "interrupt-test", "--port", String(LocalBootSupport.freePort())]
         process.currentDirectoryURL = URL(fileURLWithPath: dir)
         process.standardOutput = FileHandle.nullDevice
         process.standardError = FileHandle.nullDevice

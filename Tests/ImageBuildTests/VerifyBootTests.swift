@@ -11,8 +11,8 @@ final class VerifyBootTests: XCTestCase {
     func testVerifyAndOffchainVerifyOnTheBootedImage() throws {
         let dir = try ImageTestSupport.temporaryDirectory("verify-boot")
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        let (image, _) = try LocalBootTests.buildImage(dir)
-        let options = LocalBootTests.deployOptions(disk: image, dir: dir, name: "verify-test")
+        let (image, _) = try LocalBootSupport.buildImage(dir)
+        let options = LocalBootSupport.deployOptions(disk: image, dir: dir, name: "verify-test")
         let artifact = try LocalDeploy.start(options)
         defer { try? LocalDeploy.stop(artifactFile: LocalDeploy.artifactPath(options)) }
         let http = artifact.ports[1].host                    // forwarded to the guest's 7999
