@@ -2,7 +2,7 @@
 # cvm-cli upload gs:// against the official google-cloud-storage Python client uploading the same
 # object to the same local endpoint: gcp-storage-emulator (in memory) on 127.0.0.1. Both clients
 # talk to the emulator directly; ours also fetches an OAuth token from a local token server
-# (Tests/GCPProviderTests/Scripts/gcs_auth_proxy.py) and sends it, as it always does.
+# (Tests/GCPTestSupport/Scripts/gcs_auth_proxy.py) and sends it, as it always does.
 #
 # Cases (same chunk size for both, BENCH_CHUNK_MIB, default 32):
 #   as-is   a GCP tar.gz of BENCH_MIB (default 256) MiB of incompressible data, uploaded as is
@@ -18,7 +18,7 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib.sh"
 cli=$(realpath "${1:?usage: bench/upload-gcs.sh path/to/release/cvm-cli}")
-scripts=$(realpath "$here/../Tests/GCPProviderTests/Scripts")
+scripts=$(realpath "$here/../Tests/GCPTestSupport/Scripts")
 out=${BENCH_OUT:-$here/out/upload-gcs}
 size_mib=${BENCH_MIB:-256}
 chunk_mib=${BENCH_CHUNK_MIB:-32}

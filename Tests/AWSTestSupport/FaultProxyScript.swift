@@ -8,12 +8,15 @@
 /// - S3 UploadPart 2: 500; CompleteMultipartUpload: 503 SlowDown
 /// - any PUT whose path contains `/stall-`: held 30 s before it is forwarded (interrupt tests)
 /// `GET /proxy-stats` answers how many failures were injected per kind.
+/// As S3 does (moto does not), every complete S3 UploadPart body is checked against its
+/// `x-amz-checksum-sha256` (400 BadDigest) and a signed `x-amz-content-sha256` (400
+/// XAmzContentSHA256Mismatch); `part_checksum_ok` / `part_checksum_bad` count the outcomes.
 /// With a third argument `count:SECONDS` it injects no faults: each PUT waits SECONDS before its
 /// body is read (so a client killed meanwhile has delivered nothing), and the stats count the
 /// bytes of complete PUT bodies (`put_bytes`; a body cut short by a killed client is counted in
 /// `put_cut_bytes` and not forwarded) and the PUTs the upstream accepted (`put_ok`).
 public let faultProxyScript = #"""
-import http.client, json, re, sys, threading, time
+import base64, hashlib, http.client, json, re, sys, threading, time
 from http.server import ThreadingHTTPServer, BaseHTTPRequestHandler
 
 upstream_port = int(sys.argv[2])
@@ -32,6 +35,22 @@ def first_time(key):
 def count(kind):
     with lock:
         stats[kind] = stats.get(kind, 0) + 1
+
+def part_digest_error(method, path, headers, body):
+    if method != "PUT" or "partNumber=" not in path:
+        return None
+    sha = hashlib.sha256(body)
+    declared = headers.get("x-amz-checksum-sha256")
+    if declared is not None and declared != base64.b64encode(sha.digest()).decode():
+        count("part_checksum_bad")
+        return b"<Error><Code>BadDigest</Code><Message>The sha256 you specified did not match the calculated checksum.</Message></Error>"
+    signed = headers.get("x-amz-content-sha256")
+    if signed not in (None, "UNSIGNED-PAYLOAD") and signed != sha.hexdigest():
+        count("part_checksum_bad")
+        return b"<Error><Code>XAmzContentSHA256Mismatch</Code><Message>The provided 'x-amz-content-sha256' header does not match what was computed.</Message></Error>"
+    if declared is not None:
+        count("part_checksum_ok")
+    return None
 
 class Proxy(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
@@ -63,6 +82,9 @@ class Proxy(BaseHTTPRequestHandler):
                 if len(body) != n:
                     self.close_connection = True
                     return
+            digest_error = part_digest_error(method, path, self.headers, body)
+            if digest_error:
+                return self.answer(400, digest_error)
             return self.forward(method, path, body)
         fault = None
         if method == "PUT" and "/stall-" in path:
@@ -83,6 +105,9 @@ class Proxy(BaseHTTPRequestHandler):
             fault = "part500"
         elif method == "POST" and "uploadId=" in path:
             fault = "completeupload503"
+        digest_error = part_digest_error(method, path, self.headers, body)
+        if digest_error:
+            return self.answer(400, digest_error)
         if fault and first_time(fault + " " + path):
             count(fault)
             if fault == "blockdrop":
