@@ -4,7 +4,7 @@
 # talk to the emulator directly; ours also fetches an OAuth token from a local token server
 # (Tests/GCPTestSupport/Scripts/gcs_auth_proxy.py) and sends it, as it always does.
 #
-# Cases (same chunk size for both, BENCH_CHUNK_MIB, default 32):
+# Cases (same chunk size for both, BENCH_CHUNK_MIB, default 8 like `upload`):
 #   as-is   a GCP tar.gz of BENCH_MIB (default 256) MiB of incompressible data, uploaded as is
 #   convert the raw disk behind it: ours converts on the fly while uploading; the peer path is
 #           `cvm-cli convert` to a tar.gz file, then the Python client uploads that file
@@ -21,7 +21,7 @@ cli=$(realpath "${1:?usage: bench/upload-gcs.sh path/to/release/cvm-cli}")
 scripts=$(realpath "$here/../Tests/GCPTestSupport/Scripts")
 out=${BENCH_OUT:-$here/out/upload-gcs}
 size_mib=${BENCH_MIB:-256}
-chunk_mib=${BENCH_CHUNK_MIB:-32}
+chunk_mib=${BENCH_CHUNK_MIB:-8}
 runs=${BENCH_RUNS:-2}
 python3 -c 'import gcp_storage_emulator, jwt, google.cloud.storage, google_crc32c' \
   || { echo "bench: run scripts/install-deps.sh --with-test-tools first" >&2; exit 1; }
