@@ -6,7 +6,7 @@ import Foundation
 /// The bytes that become the GCS object, made on a producer thread and handed over in pieces
 /// of at most 1 MiB through a queue bounded in bytes. The uploader keeps the pieces of the
 /// chunk in flight until the server confirms them, so memory is one chunk plus the queue
-/// (one chunk for a file, `convertedQueueBytes` plus the converter's pipeline for a
+/// (`fileQueueBytes` for a file, `convertedQueueBytes` plus the converter's pipeline for a
 /// conversion), whatever the disk size.
 ///
 /// A `.tar.gz` input is read as is; any other disk is converted on the fly by `GCPTarGzWriter`,
@@ -20,9 +20,11 @@ final class GCSUploadStream: @unchecked Sendable {
     /// memory it may run ahead by is counted in pieces.
     static let maximumPieceSize = 1 << 20
     /// Bytes a converting producer may run ahead of the uploader (made while a chunk is in
-    /// flight). Reading a file is cheap in memory otherwise, so it runs a whole chunk ahead:
-    /// the next request can start as soon as the server confirms one.
+    /// flight).
     static let convertedQueueBytes = 4 << 20
+    /// Bytes a file reader may run ahead: a whole default chunk, so the next request can start
+    /// as soon as the server confirms one; the rest of a larger chunk is read at disk speed.
+    static let fileQueueBytes = 8 << 20
     /// Memory of a converting producer: the converter reads 1 MiB batches and keeps one chunk
     /// per core compressing plus one waiting to be written (2 MiB each: input and output).
     static let converterBatchSize = 1 << 20
@@ -49,7 +51,8 @@ final class GCSUploadStream: @unchecked Sendable {
 
     // Written by the producer only; read by others under `lock` or after the end.
     private var md5 = Box(MD5Hasher())
-    private var crc = CRC32C()
+    /// CRC-32C of the complete verification blocks, combined (the stream is hashed once).
+    private var blocksCRC: UInt32 = 0
     private var blockCRC = CRC32C()
     private var blockFill: UInt64 = 0
     private var blockCRCs: [UInt32] = []
@@ -67,7 +70,7 @@ final class GCSUploadStream: @unchecked Sendable {
         while chunkSize % piece != 0 { piece -= GCSUploadOptions.chunkGranularity }
         pieceSize = piece
         switch source {
-        case .file: capacity = max(1, chunkSize / piece)
+        case .file: capacity = max(1, min(chunkSize, Self.fileQueueBytes) / piece)
         case .converted: capacity = max(1, Self.convertedQueueBytes / piece)
         }
         switch source {
@@ -119,7 +122,9 @@ final class GCSUploadStream: @unchecked Sendable {
         lock.withLock {
             precondition(ended && failure == nil, "digests before the end of the stream")
             if finalMD5 == nil { finalMD5 = md5.value.finalizeCopy() }
-            return (Base64.encode(finalMD5!), Base64.encode(crc.bigEndianBytes), produced)
+            let crc = CRC32C.combine(blocksCRC, blockCRC.value, secondLength: blockFill)
+            let bigEndian = [UInt8(crc >> 24), UInt8((crc >> 16) & 0xFF), UInt8((crc >> 8) & 0xFF), UInt8(crc & 0xFF)]
+            return (Base64.encode(finalMD5!), Base64.encode(bigEndian), produced)
         }
     }
 
@@ -162,7 +167,6 @@ final class GCSUploadStream: @unchecked Sendable {
         guard !chunk.isEmpty else { return }
         chunk.withUnsafeBytes { bytes in
             md5.value.update(bytes)
-            crc.update(bytes)
             var o = 0
             while o < bytes.count {
                 let take = Int(min(UInt64(bytes.count - o), Self.verificationBlockSize - blockFill))
@@ -171,6 +175,7 @@ final class GCSUploadStream: @unchecked Sendable {
                 o += take
                 if blockFill == Self.verificationBlockSize {
                     let value = blockCRC.value
+                    blocksCRC = CRC32C.combine(blocksCRC, value, secondLength: Self.verificationBlockSize)
                     lock.withLock { blockCRCs.append(value) }
                     blockCRC = CRC32C()
                     blockFill = 0
