@@ -96,7 +96,7 @@ public struct S3MultipartUpload: Sendable {
                 let start = UInt64(i) * partSize
                 let range = start..<min(size, start + partSize)
                 let stored = have[i + 1].flatMap { $0.size == UInt64(range.count) ? $0 : nil }
-                let isHole = !dataRanges.contains { $0.overlaps(range) }
+                let isHole = !Self.overlapsData(range, dataRanges)
                 let needsMD5 = stored != nil && stored?.checksumSHA256 == nil
                 let hashes = isHole && !needsMD5
                     ? (sha256: zeroDigests.sha256(count: range.count), md5: nil)
@@ -123,6 +123,17 @@ public struct S3MultipartUpload: Sendable {
             }
             throw error
         }
+    }
+
+    /// True when `range` meets one of the sorted, disjoint `data` ranges (binary search: a
+    /// fragmented file may have many).
+    static func overlapsData(_ range: Range<UInt64>, _ data: [Range<UInt64>]) -> Bool {
+        var lo = 0, hi = data.count
+        while lo < hi {
+            let mid = (lo + hi) / 2
+            if data[mid].upperBound <= range.lowerBound { lo = mid + 1 } else { hi = mid }
+        }
+        return lo < data.count && data[lo].lowerBound < range.upperBound
     }
 
     /// The parts S3 holds for `uploadID` (number → ETag, size), or nil when the upload is gone
