@@ -3,7 +3,9 @@
 # endpoint: `aws s3 cp` (the AWS CLI) for s3://, a boto3 EBS-direct script
 # (bench/ebs_peer_upload.py) for ebs://. The endpoint is a discard server (bench/aws_sink.py)
 # that speaks just enough of both APIs: moto checks correctness in the tests but is too slow
-# to measure clients with. Input: the 4 GiB bench disk of bench/formats.sh (~730 MiB of data).
+# to measure clients with. Input: the 4 GiB bench disk of bench/formats.sh (~730 MiB of data),
+# and for s3:// also a dense file of BENCH_DENSE_MIB (default 1024) MiB of incompressible data,
+# where no part is a hole (every byte is read, hashed and sent by both).
 #
 # Usage: bench/upload-aws.sh path/to/release/cvm-cli     (work files in bench/out/)
 # Prints time, throughput, peak RSS, bytes the server received, and ratios ours/peer.
@@ -13,7 +15,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 cli=$(realpath "${1:?usage: bench/upload-aws.sh path/to/release/cvm-cli}")
 out=${BENCH_OUT:-$here/out}
 runs=${BENCH_RUNS:-2}
-for tool in aws python3 sgdisk /usr/bin/time "${SWIFTC:-swiftc}"; do
+for tool in aws python3 sgdisk openssl /usr/bin/time "${SWIFTC:-swiftc}"; do
   command -v "$tool" >/dev/null || { echo "bench: $tool is missing (scripts/install-deps.sh --with-test-tools)" >&2; exit 1; }
 done
 mkdir -p "$out"
@@ -61,6 +63,17 @@ o_s=$secs o_r=$rss_mib o_b=$(( $(received) / runs ))
 measure "$runs" peer-s3 "" aws s3 cp --only-show-errors disk.raw s3://bench/peer.raw
 p_s=$secs p_r=$rss_mib p_b=$(( $(received) / runs ))
 row s3 "$o_s" "$o_r" "$o_b" "$p_s" "$p_r" "$p_b" "$((4 << 30))"
+
+dense_mib=${BENCH_DENSE_MIB:-1024}
+if [ ! -s dense.raw ] || [ "$(stat -c %s dense.raw)" -ne $((dense_mib << 20)) ]; then
+  ( set +o pipefail; openssl enc -aes-128-ctr -nosalt -pass pass:s3 -pbkdf2 -in /dev/zero 2>/dev/null | head -c $((dense_mib << 20)) ) > dense.raw
+fi
+cat dense.raw >/dev/null   # both read it from the page cache
+measure "$runs" ours-s3-dense "" "$cli" upload dense.raw s3://bench/ours-dense.raw
+o_s=$secs o_r=$rss_mib o_b=$(( $(received) / runs ))
+measure "$runs" peer-s3-dense "" aws s3 cp --only-show-errors dense.raw s3://bench/peer-dense.raw
+p_s=$secs p_r=$rss_mib p_b=$(( $(received) / runs ))
+row s3d "$o_s" "$o_r" "$o_b" "$p_s" "$p_r" "$p_b" "$((dense_mib << 20))"
 
 measure "$runs" ours-ebs "" "$cli" upload disk.raw "ebs://us-east-2"
 o_s=$secs o_r=$rss_mib o_b=$(( $(received) / runs ))

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # cvm-cli upload az:// against Microsoft's azure-storage-blob SDK (BlobClient.upload_blob as a
 # page blob, then Content-MD5 — bench/azure_peer_upload.py), both into the same local page-blob
-# endpoint (Tests/AzureProviderTests/Scripts/page_blob_server.py: every request's SharedKey is
+# endpoint (Tests/AzureTestSupport/Scripts/page_blob_server.py: every request's SharedKey is
 # checked with the SDK's own policy, pages land in a sparse file). The disk is the 4 GiB bench
 # disk of bench/formats.sh (~730 MiB of data). The peer uploads the fixed VHD; cvm-cli uploads the
 # same fixed VHD (sent as is) and the raw disk (converted to that VHD on the fly). Reported: wall
@@ -19,7 +19,7 @@ cli=$(realpath "${1:?usage: bench/upload-azure.sh path/to/release/cvm-cli}")
 out=${BENCH_OUT:-$here/out/azure}
 runs=${BENCH_RUNS:-2}
 concurrency=${BENCH_CONCURRENCY:-8}
-scripts=$here/../Tests/AzureProviderTests/Scripts
+scripts=$here/../Tests/AzureTestSupport/Scripts
 rss_limit_mib=64
 for tool in sgdisk qemu-img python3 cmp /usr/bin/time "${SWIFTC:-swiftc}"; do
   command -v "$tool" >/dev/null || { echo "bench: $tool is missing" >&2; exit 1; }

@@ -2,9 +2,9 @@
 # cvm-cli upload gs:// against the official google-cloud-storage Python client uploading the same
 # object to the same local endpoint: gcp-storage-emulator (in memory) on 127.0.0.1. Both clients
 # talk to the emulator directly; ours also fetches an OAuth token from a local token server
-# (Tests/GCPProviderTests/Scripts/gcs_auth_proxy.py) and sends it, as it always does.
+# (Tests/GCPTestSupport/Scripts/gcs_auth_proxy.py) and sends it, as it always does.
 #
-# Cases (same chunk size for both, BENCH_CHUNK_MIB, default 32):
+# Cases (same chunk size for both, BENCH_CHUNK_MIB, default 8 like `upload`):
 #   as-is   a GCP tar.gz of BENCH_MIB (default 256) MiB of incompressible data, uploaded as is
 #   convert the raw disk behind it: ours converts on the fly while uploading; the peer path is
 #           `cvm-cli convert` to a tar.gz file, then the Python client uploads that file
@@ -18,10 +18,10 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib.sh"
 cli=$(realpath "${1:?usage: bench/upload-gcs.sh path/to/release/cvm-cli}")
-scripts=$(realpath "$here/../Tests/GCPProviderTests/Scripts")
+scripts=$(realpath "$here/../Tests/GCPTestSupport/Scripts")
 out=${BENCH_OUT:-$here/out/upload-gcs}
 size_mib=${BENCH_MIB:-256}
-chunk_mib=${BENCH_CHUNK_MIB:-32}
+chunk_mib=${BENCH_CHUNK_MIB:-8}
 runs=${BENCH_RUNS:-2}
 python3 -c 'import gcp_storage_emulator, jwt, google.cloud.storage, google_crc32c' \
   || { echo "bench: run scripts/install-deps.sh --with-test-tools first" >&2; exit 1; }
@@ -42,7 +42,7 @@ pids+=($!)
 rm -f sa.pem sa.pub
 openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out sa.pem 2>/dev/null
 openssl pkey -in sa.pem -pubout -out sa.pub
-python3 "$scripts/gcs_auth_proxy.py" --port "$tok_port" --upstream-port "$emu_port" --public-key sa.pub \
+PYTHONPATH="$(realpath "$here/../Tests/CVMTestData/Scripts")" python3 "$scripts/gcs_auth_proxy.py" --port "$tok_port" --upstream-port "$emu_port" --public-key sa.pub \
   --client-email bench@cvm-test.iam.gserviceaccount.com --token-uri "http://127.0.0.1:$tok_port/token" >proxy.log 2>&1 &
 pids+=($!)
 wait_port "$emu_port"; wait_port "$tok_port"

@@ -56,6 +56,48 @@ public struct CRC32C: Sendable {
         return c.value
     }
 
+    /// The CRC-32C of A followed by B from the CRC-32C of A (`first`), of B (`second`) and B's
+    /// length, without the bytes (zlib's crc32_combine method over this polynomial): a stream
+    /// hashed in blocks gets its whole checksum without a second pass.
+    public static func combine(_ first: UInt32, _ second: UInt32, secondLength: UInt64) -> UInt32 {
+        multiplyModP(xPower8n(secondLength), first) ^ second
+    }
+
+    /// a × b modulo the polynomial, in the reflected bit order of the register.
+    private static func multiplyModP(_ a: UInt32, _ b: UInt32) -> UInt32 {
+        var m: UInt32 = 1 << 31, p: UInt32 = 0, b = b
+        while m != 0 {
+            if a & m != 0 { p ^= b }
+            m >>= 1
+            b = b & 1 != 0 ? (b >> 1) ^ 0x82F6_3B78 : b >> 1
+        }
+        return p
+    }
+
+    /// x^(8n) modulo the polynomial (n bytes of shift).
+    private static func xPower8n(_ n: UInt64) -> UInt32 {
+        var p: UInt32 = 1 << 31   // x^0
+        var n = n, k = 3           // 8n = n × 2^3
+        while n != 0 {
+            if n & 1 != 0 { p = multiplyModP(powersOfX[k], p) }
+            n >>= 1
+            k += 1
+        }
+        return p
+    }
+
+    /// powersOfX[k] = x^(2^k) modulo the polynomial, for every k a 64-bit length can reach.
+    private static let powersOfX: [UInt32] = {
+        var table = [UInt32](repeating: 0, count: 67)
+        var p: UInt32 = 1 << 30   // x^1
+        table[0] = p
+        for k in 1..<67 {
+            p = multiplyModP(p, p)
+            table[k] = p
+        }
+        return table
+    }()
+
     /// tables[k*256 + b]: the register after byte b followed by k zero bytes.
     private static let tables: [UInt32] = {
         var t = [UInt32](repeating: 0, count: 8 * 256)

@@ -41,6 +41,10 @@ public struct WriterOptions: Sendable {
     /// Seconds since the Unix epoch stamped into headers that carry a time (VHD footer, tar
     /// mtime); fixed so that outputs are reproducible. Defaults to SOURCE_DATE_EPOCH or 0.
     public var timestamp: UInt64
+    /// Chunks compressing or waiting to be written at once (each holds its input and output:
+    /// 2 MiB for the gzip writer); nil lets the writer choose (4 + 2 × threads). A streaming
+    /// upload lowers it to stay within its memory budget.
+    public var compressionSlots: Int?
 
     public init(threads: Int = SystemInfo.activeProcessorCount,
                 compressionLevel: Int = 6,

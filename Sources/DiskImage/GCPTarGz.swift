@@ -196,7 +196,8 @@ public final class GCPTarGzWriter: DiskWriter {
         }
         let level = min(max(options.compressionLevel, 0), 9)
         self.sink = sink
-        chunks = GzipChunkPipeline(sink: sink, chunkSize: Self.chunkSize, level: level, threads: options.threads)
+        chunks = GzipChunkPipeline(sink: sink, chunkSize: Self.chunkSize, level: level, threads: options.threads,
+                                   slots: options.compressionSlots)
         let mtime = options.timestamp <= UInt64(UInt32.max) ? UInt32(options.timestamp) : 0
         try sink.append(GzipFraming.memberHeader(mtime: mtime, level: level))
         let header = TarBlock.gnuRegularFileHeader(name: "disk.raw", size: outputVirtualSize, mtime: options.timestamp)
@@ -312,10 +313,10 @@ final class SequentialOutput {
         buffer.reserveCapacity(Self.bufferSize)
     }
 
+    /// A stream receives every append at once: it buffers on its own (no second copy here).
     init(stream: StreamingOutput) {
         file = nil
         self.stream = stream
-        buffer.reserveCapacity(Self.bufferSize)
     }
 
     private func emit(_ bytes: UnsafeRawBufferPointer, at offset: UInt64) throws {
@@ -323,6 +324,11 @@ final class SequentialOutput {
     }
 
     func append(_ bytes: UnsafeRawBufferPointer) throws {
+        if let stream {
+            try stream.append(bytes)
+            position += UInt64(bytes.count)
+            return
+        }
         if buffer.count + bytes.count > Self.bufferSize || bytes.count >= Self.bufferSize / 2 { try flush() }
         if bytes.count >= Self.bufferSize / 2 {
             try emit(bytes, at: position)

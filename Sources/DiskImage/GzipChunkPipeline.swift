@@ -66,13 +66,14 @@ final class GzipChunkPipeline {
     private(set) var checksum = GzipChecksum()
 
     /// - Parameter threads: 1 compresses on the caller's thread; more uses the global queue.
-    init(sink: SequentialOutput, chunkSize: Int, level: Int, threads: Int) {
+    /// - Parameter slots: chunks in flight (memory: 2 × chunkSize each); nil picks 4 + 2 × threads.
+    init(sink: SequentialOutput, chunkSize: Int, level: Int, threads: Int, slots: Int? = nil) {
         self.sink = sink
         self.chunkSize = chunkSize
         self.level = level
         parallel = threads > 1
         // Enough for one 8 MiB piece compressing while the next is submitted.
-        maxSlots = parallel ? 4 + 2 * threads : 1
+        maxSlots = parallel ? max(threads + 1, slots ?? 4 + 2 * threads) : 1
     }
 
     deinit { copyBuffer?.deallocate() }

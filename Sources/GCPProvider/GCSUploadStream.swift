@@ -3,8 +3,11 @@ import CVMSupport
 import DiskImage
 import Foundation
 
-/// The bytes that become the GCS object, made on a producer thread and handed over in chunks
-/// through a bounded queue (memory: a few chunks, whatever the disk size).
+/// The bytes that become the GCS object, made on a producer thread and handed over in pieces
+/// of at most 1 MiB through a queue bounded in bytes. The uploader keeps the pieces of the
+/// chunk in flight until the server confirms them, so memory is one chunk plus the queue
+/// (`fileQueueBytes` for a file, `convertedQueueBytes` plus the converter's pipeline for a
+/// conversion), whatever the disk size.
 ///
 /// A `.tar.gz` input is read as is; any other disk is converted on the fly by `GCPTarGzWriter`,
 /// whose output is byte-identical for the same input and options, so a resumed upload can make
@@ -13,6 +16,18 @@ import Foundation
 /// so a resume can prove that the regenerated prefix equals the one uploaded before.
 final class GCSUploadStream: @unchecked Sendable {
     static let verificationBlockSize: UInt64 = 4 << 20
+    /// Largest piece handed over: the producer keeps running while a chunk is sent, and the
+    /// memory it may run ahead by is counted in pieces.
+    static let maximumPieceSize = 1 << 20
+    /// Bytes a converting producer may run ahead of the uploader (made while a chunk is in
+    /// flight).
+    static let convertedQueueBytes = 4 << 20
+    /// Bytes a file reader may run ahead: a whole default chunk, so the next request can start
+    /// as soon as the server confirms one; the rest of a larger chunk is read at disk speed.
+    static let fileQueueBytes = 8 << 20
+    /// Memory of a converting producer: the converter reads 1 MiB batches and keeps one chunk
+    /// per core compressing plus one waiting to be written (2 MiB each: input and output).
+    static let converterBatchSize = 1 << 20
 
     enum Source {
         /// A GCP image archive, uploaded byte for byte.
@@ -24,7 +39,7 @@ final class GCSUploadStream: @unchecked Sendable {
     /// Exact length when known in advance (the file case); nil for a converted stream.
     let knownLength: UInt64?
     private let source: Source
-    private let chunkSize: Int
+    private let pieceSize: Int
     private let lock = NSCondition()
     private var queue: [[UInt8]] = []
     private let capacity: Int
@@ -36,7 +51,8 @@ final class GCSUploadStream: @unchecked Sendable {
 
     // Written by the producer only; read by others under `lock` or after the end.
     private var md5 = Box(MD5Hasher())
-    private var crc = CRC32C()
+    /// CRC-32C of the complete verification blocks, combined (the stream is hashed once).
+    private var blocksCRC: UInt32 = 0
     private var blockCRC = CRC32C()
     private var blockFill: UInt64 = 0
     private var blockCRCs: [UInt32] = []
@@ -46,10 +62,17 @@ final class GCSUploadStream: @unchecked Sendable {
     private(set) var sourcePosition: UInt64 = 0
     var onSourceProgress: (@Sendable (UInt64) -> Void)?
 
-    init(source: Source, chunkSize: Int, capacity: Int = 1) throws {
+    /// - Parameter chunkSize: the uploader's request size; pieces divide it.
+    init(source: Source, chunkSize: Int) throws {
         self.source = source
-        self.chunkSize = chunkSize
-        self.capacity = max(1, capacity)
+        // A divisor of the chunk size (a multiple of 256 KiB), at most 1 MiB.
+        var piece = min(chunkSize, Self.maximumPieceSize)
+        while chunkSize % piece != 0 { piece -= GCSUploadOptions.chunkGranularity }
+        pieceSize = piece
+        switch source {
+        case .file: capacity = max(1, min(chunkSize, Self.fileQueueBytes) / piece)
+        case .converted: capacity = max(1, Self.convertedQueueBytes / piece)
+        }
         switch source {
         case .file(let file): knownLength = try file.size()
         case .converted: knownLength = nil
@@ -99,7 +122,9 @@ final class GCSUploadStream: @unchecked Sendable {
         lock.withLock {
             precondition(ended && failure == nil, "digests before the end of the stream")
             if finalMD5 == nil { finalMD5 = md5.value.finalizeCopy() }
-            return (Base64.encode(finalMD5!), Base64.encode(crc.bigEndianBytes), produced)
+            let crc = CRC32C.combine(blocksCRC, blockCRC.value, secondLength: blockFill)
+            let bigEndian = [UInt8(crc >> 24), UInt8((crc >> 16) & 0xFF), UInt8((crc >> 8) & 0xFF), UInt8(crc & 0xFF)]
+            return (Base64.encode(finalMD5!), Base64.encode(bigEndian), produced)
         }
     }
 
@@ -114,7 +139,7 @@ final class GCSUploadStream: @unchecked Sendable {
             let size = try file.size()
             var offset: UInt64 = 0
             while offset < size {
-                let n = Int(min(UInt64(chunkSize), size - offset))
+                let n = Int(min(UInt64(pieceSize), size - offset))
                 var chunk = [UInt8](repeating: 0, count: n)
                 try chunk.withUnsafeMutableBytes { try file.read(into: $0, at: offset) }
                 offset += UInt64(n)
@@ -124,8 +149,12 @@ final class GCSUploadStream: @unchecked Sendable {
             }
         case .converted(let reader, let options):
             let chunker = Chunker(stream: self)
+            var options = options
+            options.compressionSlots = options.threads + 1
             let writer = try GCPTarGzWriter(stream: chunker, inputVirtualSize: reader.virtualSize, options: options)
-            try DiskConverter().convert(from: reader, to: writer) { [self] position in
+            var converter = DiskConverter()
+            converter.batchSize = Self.converterBatchSize
+            try converter.convert(from: reader, to: writer) { [self] position in
                 sourcePosition = position
                 onSourceProgress?(position)
             }
@@ -138,7 +167,6 @@ final class GCSUploadStream: @unchecked Sendable {
         guard !chunk.isEmpty else { return }
         chunk.withUnsafeBytes { bytes in
             md5.value.update(bytes)
-            crc.update(bytes)
             var o = 0
             while o < bytes.count {
                 let take = Int(min(UInt64(bytes.count - o), Self.verificationBlockSize - blockFill))
@@ -147,6 +175,7 @@ final class GCSUploadStream: @unchecked Sendable {
                 o += take
                 if blockFill == Self.verificationBlockSize {
                     let value = blockCRC.value
+                    blocksCRC = CRC32C.combine(blocksCRC, value, secondLength: Self.verificationBlockSize)
                     lock.withLock { blockCRCs.append(value) }
                     blockCRC = CRC32C()
                     blockFill = 0
@@ -162,23 +191,23 @@ final class GCSUploadStream: @unchecked Sendable {
         lock.broadcast()
     }
 
-    /// Cuts the writer's output into `chunkSize` pieces.
+    /// Cuts the writer's output into pieces.
     private final class Chunker: StreamingOutput {
         unowned let stream: GCSUploadStream
         var buffer: [UInt8] = []
 
         init(stream: GCSUploadStream) {
             self.stream = stream
-            buffer.reserveCapacity(stream.chunkSize)
+            buffer.reserveCapacity(stream.pieceSize)
         }
 
         func append(_ bytes: UnsafeRawBufferPointer) throws {
             var o = 0
             while o < bytes.count {
-                let take = min(bytes.count - o, stream.chunkSize - buffer.count)
+                let take = min(bytes.count - o, stream.pieceSize - buffer.count)
                 buffer.append(contentsOf: UnsafeRawBufferPointer(rebasing: bytes[o..<(o + take)]))
                 o += take
-                if buffer.count == stream.chunkSize { try flush() }
+                if buffer.count == stream.pieceSize { try flush() }
             }
         }
 
@@ -186,7 +215,7 @@ final class GCSUploadStream: @unchecked Sendable {
             guard !buffer.isEmpty else { return }
             let full = buffer
             buffer = []
-            buffer.reserveCapacity(stream.chunkSize)
+            buffer.reserveCapacity(stream.pieceSize)
             try stream.emit(full)
         }
     }

@@ -79,4 +79,15 @@ final class AWSProviderUnitTests: XCTestCase {
         XCTAssertTrue(authorization.contains("SignedHeaders=host;x-amz-checksum;x-amz-content-sha256;x-amz-date,"), authorization)
         XCTAssertEqual(request.url, "http://127.0.0.1:9/snapshots/snap-1/blocks?x=a%2Bb")
     }
+
+    func testPartsMeetDataRangesByBinarySearch() {
+        let data: [Range<UInt64>] = [10..<20, 30..<40, 100..<101]
+        for lo in UInt64(0)..<110 {
+            for length in UInt64(1)..<15 {
+                let part = lo..<(lo + length)
+                XCTAssertEqual(S3MultipartUpload.overlapsData(part, data), data.contains { $0.overlaps(part) }, "\(part)")
+            }
+        }
+        XCTAssertFalse(S3MultipartUpload.overlapsData(0..<5, []))
+    }
 }

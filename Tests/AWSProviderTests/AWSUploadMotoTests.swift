@@ -93,6 +93,35 @@ final class AWSUploadMotoTests: XCTestCase {
         XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: copy)), try Data(contentsOf: URL(fileURLWithPath: disk)))
     }
 
+    /// Parts carry their SHA-256 (checked by the proxy as S3 checks it, since moto does not),
+    /// also the parts that are holes in the file, whose digest is not computed from a read.
+    func testS3PartChecksumsAreRightForDataAndHoleParts() throws {
+        let disk = try makeGPTDisk("holes.raw", size: 22 << 20, fill: 3)   // 5 parts: 2 of them holes
+        let file = try FileDescriptor.openForReading(disk)
+        let data = file.dataRanges(upTo: 22 << 20)
+        file.close()
+        let part: UInt64 = 5 << 20, size: UInt64 = 22 << 20
+        let holeParts = (0..<UInt64(5)).filter { p in
+            let range = (p * part)..<min(size, (p + 1) * part)
+            return !data.contains { $0.overlaps(range) }
+        }
+        XCTAssertGreaterThanOrEqual(holeParts.count, 2, "the file system keeps the holes: \(data)")
+        _ = try moto.helper("s3-create-bucket", ["cvm-sums"])
+        let proxy = try moto.startFaultProxy(countingWithDelay: 0)
+        defer { proxy.process.terminate(); proxy.process.waitUntilExit() }
+        let result = try AWSUpload.run(diskPath: disk, destination: .s3Object(bucket: "cvm-sums", key: "holes.raw"),
+                                       environment: moto.environment(endpoint: proxy.endpoint), home: dir.path)
+        XCTAssertEqual(result.pieces, 5)
+        let stats = try MotoServer.run(["python3", "-c", "import urllib.request,sys; print(urllib.request.urlopen(sys.argv[1]).read().decode())",
+                                        proxy.endpoint + "/proxy-stats"])
+        let counts = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(stats.stdout.utf8)) as? [String: Int])
+        XCTAssertEqual(counts["part_checksum_ok"], 5, "\(counts)")
+        XCTAssertNil(counts["part_checksum_bad"], "\(counts)")
+        let copy = dir.appendingPathComponent("holes-copy.raw").path
+        _ = try moto.helper("s3-get", ["cvm-sums", "holes.raw", copy])
+        XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: copy)), try Data(contentsOf: URL(fileURLWithPath: disk)))
+    }
+
     func testFailedPartAbortsTheMultipartUpload() throws {
         let disk = try makeGPTDisk("shrinking.raw", size: 16 << 20, fill: 14)
         _ = try moto.helper("s3-create-bucket", ["cvm-abort"])

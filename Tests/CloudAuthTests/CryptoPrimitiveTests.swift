@@ -19,6 +19,27 @@ final class CryptoPrimitiveTests: XCTestCase {
                        "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54")
     }
 
+    func testCRC32CCombineEqualsOnePass() {
+        XCTAssertEqual(CRC32C.checksum(Array("123456789".utf8)), 0xE306_9283)   // the CRC-32C check value
+        var seed: UInt64 = 7
+        let bytes = (0..<(3 << 20) + 123).map { _ -> UInt8 in
+            seed = seed &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
+            return UInt8(truncatingIfNeeded: seed >> 56)
+        }
+        for cut in [0, 1, 7, 4096, 1 << 20, bytes.count - 1, bytes.count] {
+            let a = Array(bytes[..<cut]), b = Array(bytes[cut...])
+            XCTAssertEqual(CRC32C.combine(CRC32C.checksum(a), CRC32C.checksum(b), secondLength: UInt64(b.count)),
+                           CRC32C.checksum(bytes), "cut at \(cut)")
+        }
+        // Four 4 MiB-style blocks folded in order, as the upload stream does.
+        var whole: UInt32 = 0
+        for block in stride(from: 0, to: bytes.count, by: 1 << 20) {
+            let piece = Array(bytes[block..<min(bytes.count, block + (1 << 20))])
+            whole = CRC32C.combine(whole, CRC32C.checksum(piece), secondLength: UInt64(piece.count))
+        }
+        XCTAssertEqual(whole, CRC32C.checksum(bytes))
+    }
+
     func testMD5KnownAnswers() {
         XCTAssertEqual(hexString(MD5.hash([UInt8]())), "d41d8cd98f00b204e9800998ecf8427e")
         XCTAssertEqual(hexString(MD5.hash(Array("abc".utf8))), "900150983cd24fb0d6963f7d28e17f72")

@@ -8,6 +8,9 @@ retries untouched (Host and every signed header kept, so moto still checks SigV4
 - S3 UploadPart 2: 500; CompleteMultipartUpload: 503 SlowDown
 - any PUT whose path contains `/stall-`: held 30 s before it is forwarded (interrupt tests)
 GET /proxy-stats answers how many failures were injected per kind.
+As S3 does (moto does not), every complete S3 UploadPart body is checked against its
+`x-amz-checksum-sha256` (400 BadDigest) and a signed `x-amz-content-sha256` (400
+XAmzContentSHA256Mismatch); `part_checksum_ok` / `part_checksum_bad` count the outcomes.
 With a third argument `count:SECONDS` it injects no faults: each PUT waits SECONDS before its
 body is read (so a client killed meanwhile has delivered nothing), and the stats count the
 bytes of complete PUT bodies (`put_bytes`; a body cut short by a killed client is counted in
@@ -15,6 +18,8 @@ bytes of complete PUT bodies (`put_bytes`; a body cut short by a killed client i
 
 usage: aws_fault_proxy.py PORT UPSTREAM_PORT [count:SECONDS]
 """
+import base64
+import hashlib
 import json
 import re
 import sys
@@ -45,6 +50,23 @@ def choose_fault(method, path, body):
     return None
 
 
+def part_digest_error(method, path, headers, body):
+    if method != "PUT" or "partNumber=" not in path:
+        return None
+    sha = hashlib.sha256(body)
+    declared = headers.get("x-amz-checksum-sha256")
+    if declared is not None and declared != base64.b64encode(sha.digest()).decode():
+        faults.count("part_checksum_bad")
+        return b"<Error><Code>BadDigest</Code><Message>The sha256 you specified did not match the calculated checksum.</Message></Error>"
+    signed = headers.get("x-amz-content-sha256")
+    if signed not in (None, "UNSIGNED-PAYLOAD") and signed != sha.hexdigest():
+        faults.count("part_checksum_bad")
+        return b"<Error><Code>XAmzContentSHA256Mismatch</Code><Message>The provided 'x-amz-content-sha256' header does not match what was computed.</Message></Error>"
+    if declared is not None:
+        faults.count("part_checksum_ok")
+    return None
+
+
 class Proxy(ForwardingHandler):
     upstream_port = int(sys.argv[2])
 
@@ -63,11 +85,17 @@ class Proxy(ForwardingHandler):
                 if not complete:
                     self.close_connection = True
                     return
+            digest_error = part_digest_error(method, path, self.headers, body)
+            if digest_error:
+                return self.answer(400, digest_error)
             return self.forward_counting(method, path, body)
         if method == "PUT" and "/stall-" in path:
             faults.count("stall")
             time.sleep(30)
         fault = choose_fault(method, path, body)
+        digest_error = part_digest_error(method, path, self.headers, body)
+        if digest_error:
+            return self.answer(400, digest_error)
         if fault and faults.first_time(fault + " " + path):
             faults.count(fault)
             if fault == "blockdrop":
