@@ -44,8 +44,8 @@ struct GoldenCommand: ParsableCommand {
                     }
                     return a
                 }
-                let key = try DocumentSigningKey(pem: try readInput(privateKey, what: "private key"), source: privateKey)
-                let signed = try SignedGoldenMeasurement.sign(document: try readInput(golden, what: "golden measurement"),
+                let key = try DocumentSigningKey(pem: try readSmallFile(privateKey, what: "private key"), source: privateKey)
+                let signed = try SignedGoldenMeasurement.sign(document: try readSmallFile(golden, what: "golden measurement"),
                                                               source: golden, key: key, algorithm: algorithm)
                 try writeOutput(signed.documentBytes, to: output, force: force)
                 if output != nil {
@@ -72,8 +72,8 @@ struct GoldenCommand: ParsableCommand {
 
         func run() throws {
             try runReportingErrors {
-                let key = try DocumentVerifyingKey(pem: try readInput(publicKey, what: "public key"), source: publicKey)
-                let document = try SignedGoldenMeasurement.parse(try readInput(signed, what: "signed golden measurement"), source: signed)
+                let key = try DocumentVerifyingKey(pem: try readSmallFile(publicKey, what: "public key"), source: publicKey)
+                let document = try SignedGoldenMeasurement.parse(try readSmallFile(signed, what: "signed golden measurement"), source: signed)
                 try document.verify(with: key, source: signed, keySource: publicKey)
                 if json {
                     try printJSON(["verified": "true", "alg": document.algorithm.rawValue, "key_id": document.keyID])
@@ -83,17 +83,6 @@ struct GoldenCommand: ParsableCommand {
             }
         }
     }
-}
-
-/// Reads a small input file whole (keys, JSON documents), with errors naming it.
-private func readInput(_ path: String, what: String) throws -> [UInt8] {
-    let file = try FileDescriptor.openForReading(path)
-    defer { file.close() }
-    let size = try file.size()
-    guard size <= 64 << 20 else {
-        throw CVMError.invalid("\(path): \(formatBytes(size)) is too large for a \(what)")
-    }
-    return try file.read(count: Int(size), at: 0)
 }
 
 /// Writes to `path` atomically, or to stdout when `path` is nil.
