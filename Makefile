@@ -6,7 +6,8 @@ BIN := .build/release/cvm-cli
 .PHONY: demo demo-formats demo-deps demo-image-deps test build deps test-deps bench bench-aws bench-upload-azure clean
 
 ## demo: install what is needed, build cvm-cli + cvm-agent, build the base image, update-disk the
-## sample workload, boot it locally (QEMU+OVMF+swtpm), fetch the golden measurement, stop.
+## sample workload, predict its PCRs, boot it locally (QEMU+OVMF+swtpm), fetch the golden
+## measurement over pinned TLS, verify a fresh TPM quote against the prediction, stop.
 demo: demo-image-deps
 	$(SWIFT) build -c release --product cvm-cli
 	$(SWIFT) build -c release --product cvm-agent
