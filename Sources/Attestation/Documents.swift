@@ -196,29 +196,6 @@ struct Fields {
     }
 }
 
-/// Bytes of an even-length hex string (either case); nil for anything else.
-public func decodeHex(_ text: String) -> [UInt8]? {
-    let utf8 = Array(text.utf8)
-    guard utf8.count % 2 == 0 else { return nil }
-    func nibble(_ c: UInt8) -> UInt8? {
-        switch c {
-        case 0x30...0x39: return c - 0x30
-        case 0x61...0x66: return c - 0x61 + 10
-        case 0x41...0x46: return c - 0x41 + 10
-        default: return nil
-        }
-    }
-    var out: [UInt8] = []
-    out.reserveCapacity(utf8.count / 2)
-    var i = 0
-    while i < utf8.count {
-        guard let high = nibble(utf8[i]), let low = nibble(utf8[i + 1]) else { return nil }
-        out.append(high << 4 | low)
-        i += 2
-    }
-    return out
-}
-
 /// `sha256:<64 hex>` (the agent's tls_fingerprint) → 32 bytes; nil when malformed.
 public func parseFingerprint(_ text: String) -> [UInt8]? {
     guard text.lowercased().hasPrefix("sha256:"), let bytes = decodeHex(String(text.dropFirst(7))), bytes.count == 32 else { return nil }

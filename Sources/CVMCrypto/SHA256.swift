@@ -53,3 +53,26 @@ public func hexString(_ bytes: [UInt8]) -> String {
     for b in bytes { out.append(digits[Int(b >> 4)]); out.append(digits[Int(b & 15)]) }
     return String(decoding: out, as: UTF8.self)
 }
+
+/// Bytes of an even-length hex string (either case); nil for anything else.
+public func decodeHex(_ text: String) -> [UInt8]? {
+    let utf8 = Array(text.utf8)
+    guard utf8.count % 2 == 0 else { return nil }
+    func nibble(_ c: UInt8) -> UInt8? {
+        switch c {
+        case 0x30...0x39: return c - 0x30
+        case 0x61...0x66: return c - 0x61 + 10
+        case 0x41...0x46: return c - 0x41 + 10
+        default: return nil
+        }
+    }
+    var out: [UInt8] = []
+    out.reserveCapacity(utf8.count / 2)
+    var i = 0
+    while i < utf8.count {
+        guard let high = nibble(utf8[i]), let low = nibble(utf8[i + 1]) else { return nil }
+        out.append(high << 4 | low)
+        i += 2
+    }
+    return out
+}

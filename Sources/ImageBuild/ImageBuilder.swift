@@ -218,7 +218,7 @@ public enum ImageBuilder {
         }
         let dataSize = dataEnd - dataStart
         let dataUUID = guidFromDigest(SHA256.hash(Array("cvm data \(measurement.pcr23) \(dataSize) \(options.timestamp)".utf8)))
-        let rootHashBytes = hexBytes(rootHash)
+        let rootHashBytes = decodeHex(rootHash) ?? []
         // Discoverable Partitions: root UUID from the root hash's first half, verity from its second.
         let rootGUID = guidFromDigest(Array(rootHashBytes.prefix(16)))
         let verityGUID = guidFromDigest(Array(rootHashBytes.suffix(16)))
@@ -303,16 +303,6 @@ public enum ImageBuilder {
             throw CVMError.invalid("\(kernel.name) \(kernel.version): expected one lib/modules/<version> and boot/vmlinuz-<version>")
         }
         return v
-    }
-
-    static func hexBytes(_ hex: String) -> [UInt8] {
-        var out: [UInt8] = []
-        var i = hex.startIndex
-        while i < hex.endIndex, let j = hex.index(i, offsetBy: 2, limitedBy: hex.endIndex) {
-            out.append(UInt8(hex[i..<j], radix: 16) ?? 0)
-            i = j
-        }
-        return out
     }
 }
 

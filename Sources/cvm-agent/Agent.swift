@@ -56,7 +56,7 @@ final class Agent: @unchecked Sendable {
             return
         }
         for event in measurement.events {
-            try tpmLock.withLock { try TPM2.extend(tpm, pcr: 23, sha256: hexToBytes(event.digest)) }
+            try tpmLock.withLock { try TPM2.extend(tpm, pcr: 23, sha256: decodeHex(event.digest) ?? []) }
             lock.withLock { workloadEvents.append(event) }
             log("PCR 23 extended: \(event.digest) \(event.name)")
         }
@@ -166,7 +166,7 @@ final class Agent: @unchecked Sendable {
             return .json(400, jsonObject(["error": "the nonce must be 8 to 64 bytes in hex (16 to 128 hex digits)"]))
         }
         do {
-            return HTTPResponse(status: 200, body: try makeCollaterals(nonce: hexToBytes(nonceHex)))
+            return HTTPResponse(status: 200, body: try makeCollaterals(nonce: decodeHex(nonceHex) ?? []))
         } catch let error as CVMError {
             return .json(500, jsonObject(["error": error.message]))
         } catch {
@@ -177,7 +177,7 @@ final class Agent: @unchecked Sendable {
     /// The collaterals document for `nonce` (also what POST /offchain-verify verifies).
     func makeCollaterals(nonce: [UInt8]) throws -> [UInt8] {
         let fingerprint = lock.withLock { tlsFingerprint }
-        let fingerprintBytes = fingerprint.map { hexToBytes(String($0.dropFirst("sha256:".count))) } ?? []
+        let fingerprintBytes = fingerprint.map { decodeHex(String($0.dropFirst("sha256:".count))) ?? [] } ?? []
         // The workload events are read with the TPM held: they are the ones behind the quoted PCR 23.
         let (attestation, events, error, base) = try tpmLock.withLock {
             let attestation = try PCRAttestation.make(tpm, nonce: nonce, tlsFingerprint: fingerprintBytes)
@@ -216,16 +216,6 @@ final class Agent: @unchecked Sendable {
 func jsonObject(_ object: [String: String]) -> String {
     let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])) ?? Data("{}".utf8)
     return String(decoding: data, as: UTF8.self)
-}
-
-func hexToBytes(_ hex: String) -> [UInt8] {
-    var out: [UInt8] = []
-    var i = hex.startIndex
-    while i < hex.endIndex, let j = hex.index(i, offsetBy: 2, limitedBy: hex.endIndex) {
-        out.append(UInt8(hex[i..<j], radix: 16) ?? 0)
-        i = j
-    }
-    return out
 }
 
 /// Reads a file to its end with read(2) in a loop: securityfs files report size 0 and return

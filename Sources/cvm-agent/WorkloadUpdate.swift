@@ -69,7 +69,7 @@ extension Agent {
             // new PCR 23 with the old event list (collaterals read both under tpmLock).
             let (before, after): ([UInt8], [UInt8]) = try tpmLock.withLock {
                 let before = try TPM2.readSHA256(tpm, pcrs: [23])[23] ?? []
-                for event in measurement.events { try TPM2.extend(tpm, pcr: 23, sha256: hexToBytes(event.digest)) }
+                for event in measurement.events { try TPM2.extend(tpm, pcr: 23, sha256: decodeHex(event.digest) ?? []) }
                 lock.withLock {
                     workloadEvents = measurement.events
                     workloadError = nil

@@ -64,19 +64,10 @@ extension GoldenCommand {
                     "unpredictable": .object(unpredictable),
                 ])
                 let bytes = CanonicalJSON.prettyBytes(document)
+                try writeOutput(bytes, to: output, force: force)
                 if let output {
-                    let out = try AtomicOutputFile(path: output, overwrite: force)
-                    do {
-                        try out.descriptor.write(bytes, at: 0)
-                        try out.commit()
-                    } catch {
-                        out.discard()
-                        throw error
-                    }
                     let listed = boot.unpredictable.keys.sorted().map(String.init).joined(separator: ", ")
                     FileHandle.standardError.write(Data("\(disk): \(pcrs.count) PCRs predicted → \(output); not predictable: \(listed) (see \"unpredictable\")\n".utf8))
-                } else {
-                    FileHandle.standardOutput.write(Data(bytes))
                 }
             }
         }
