@@ -50,10 +50,9 @@ public final class AWSDeployer: CloudDeployer, @unchecked Sendable {
     public func uploadDisk(_ state: DeployState) throws {
         let r = state.request
         let disk = try DiskImageFile.open(r.diskPath)
-        let identity = try Self.fileIdentity(r.diskPath)
+        let identity = try DiskFileIdentity(path: r.diskPath)
         let a = state.artifact
-        if let snap = a.resources["snapshot_id"], !Self.isPlaceholder(snap), a.diskSHA256 != nil, a.diskPath == r.diskPath,
-           a.diskFileSize == identity.size, a.diskFileModified == identity.modified {
+        if let snap = a.resources["snapshot_id"], !Self.isPlaceholder(snap), a.hasDigest(of: identity) {
             let found = try ec2.result("DescribeSnapshots", [("SnapshotId.1", snap)])
             if case .success(let xml) = found, xml.items("snapshotSet").first?.text("status") == "completed" {
                 state.log("snapshot \(snap) of this disk exists: not uploading again")
@@ -68,9 +67,7 @@ public final class AWSDeployer: CloudDeployer, @unchecked Sendable {
             state.artifact.resources["import_task_id"] = task
             if !r.dryRun {
                 state.artifact.diskSHA256 = digest.map(hexString)
-                state.artifact.diskPath = r.diskPath
-                state.artifact.diskFileSize = identity.size
-                state.artifact.diskFileModified = identity.modified
+                state.artifact.recordDisk(identity)
             }
             return
         }
@@ -96,9 +93,7 @@ public final class AWSDeployer: CloudDeployer, @unchecked Sendable {
         state.log("uploaded \(formatBytes(bytes)) in \(blocks) blocks to snapshot \(id)")
         state.artifact.resources["snapshot_id"] = id
         state.artifact.diskSHA256 = digest.value.map(hexString)
-        state.artifact.diskPath = r.diskPath
-        state.artifact.diskFileSize = identity.size
-        state.artifact.diskFileModified = identity.modified
+        state.artifact.recordDisk(identity)
     }
 
     // MARK: image
@@ -366,29 +361,8 @@ public final class AWSDeployer: CloudDeployer, @unchecked Sendable {
 
     /// Polls `done` with growing pauses until it returns true or `readyDeadline` passes.
     func poll(_ what: String, _ done: () throws -> Bool) throws {
-        let start = monotonicSeconds()
-        var pause = options.pollInterval.first
-        while try !done() {
-            let elapsed = monotonicSeconds() - start
-            if elapsed + pause > readyDeadline {
-                throw CVMError.io("gave up waiting for \(what) after \(Int(elapsed)) s; rerun deploy-aws to pick up from there")
-            }
-            if let cancelled = session.client.configuration.isCancelled, cancelled() {
-                throw CVMError(.interrupted, "interrupted while waiting for \(what); rerun deploy-aws to pick up from there")
-            }
-            Thread.sleep(forTimeInterval: pause)
-            pause = min(pause * 2, options.pollInterval.maximum)
-        }
-    }
-
-    static func fileIdentity(_ path: String) throws -> (size: UInt64, modified: Double) {
-        let attrs: [FileAttributeKey: Any]
-        do { attrs = try FileManager.default.attributesOfItem(atPath: path) } catch {
-            throw CVMError.io("\(path): cannot stat it: \(error.localizedDescription)")
-        }
-        let size = (attrs[.size] as? NSNumber)?.uint64Value ?? 0
-        let modified = (attrs[.modificationDate] as? Date)?.timeIntervalSince1970 ?? 0
-        return (size, modified)
+        try pollWithBackoff(what, command: "deploy-aws", interval: options.pollInterval, deadline: readyDeadline,
+                            isCancelled: session.client.configuration.isCancelled, done)
     }
 }
 

@@ -219,13 +219,12 @@ public final class AzureDeployer: CloudDeployer, @unchecked Sendable {
         let n = names(r.vmName)
         try createBase(state, missing: pendingMissing)
         let disk = try DiskImageFile.open(r.diskPath)
-        let identity = try Self.fileIdentity(r.diskPath)
+        let identity = try DiskFileIdentity(path: r.diskPath)
         let session = try storageSession(n)
         let blobURL = session?.url(container: Self.container, blob: n.blobName)
             ?? "https://\(target.storageAccount).blob.core.windows.net/\(Self.container)/\(n.blobName)"
         let a = state.artifact
-        if let session, a.resources["blob_url"] == blobURL, a.diskSHA256 != nil, a.diskPath == r.diskPath,
-           a.diskFileSize == identity.size, a.diskFileModified == identity.modified, try session.blobExists(blobURL) {
+        if let session, a.resources["blob_url"] == blobURL, a.hasDigest(of: identity), try session.blobExists(blobURL) {
             state.log("blob \(blobURL) of this disk exists: not uploading again")
             return
         }
@@ -247,9 +246,7 @@ public final class AzureDeployer: CloudDeployer, @unchecked Sendable {
         state.log("uploaded \(formatBytes(result.bytesSent)) in \(result.pages) pages to \(result.url)")
         state.artifact.resources["blob_url"] = result.url
         state.artifact.diskSHA256 = hexString(try Self.contentSHA256(disk))
-        state.artifact.diskPath = r.diskPath
-        state.artifact.diskFileSize = identity.size
-        state.artifact.diskFileModified = identity.modified
+        state.artifact.recordDisk(identity)
     }
 
     /// SHA-256 of the virtual disk's bytes (holes hashed as zeros without reading them).
@@ -508,14 +505,6 @@ public final class AzureDeployer: CloudDeployer, @unchecked Sendable {
             state.log("deleting the earlier image version \(v.name)")
             try arm.delete(n.imageVersion(v.name), apiVersion: API.galleries, operation: "Microsoft.Compute/galleries/images/versions:delete")
         }
-    }
-
-    static func fileIdentity(_ path: String) throws -> (size: UInt64, modified: Double) {
-        let attrs: [FileAttributeKey: Any]
-        do { attrs = try FileManager.default.attributesOfItem(atPath: path) } catch {
-            throw CVMError.io("\(path): cannot stat it: \(error.localizedDescription)")
-        }
-        return ((attrs[.size] as? NSNumber)?.uint64Value ?? 0, (attrs[.modificationDate] as? Date)?.timeIntervalSince1970 ?? 0)
     }
 }
 

@@ -87,3 +87,55 @@ public struct DeployArtifact: Sendable, Codable, Equatable {
         }
     }
 }
+
+/// The disk file a deploy uploads, named the way the artifact records it (path, size,
+/// modification time): a rerun with the same unchanged file reuses the artifact's digest and upload.
+public struct DiskFileIdentity: Equatable, Sendable {
+    public let path: String
+    public let size: UInt64
+    public let modified: Double
+
+    public init(path: String) throws {
+        let attrs: [FileAttributeKey: Any]
+        do { attrs = try FileManager.default.attributesOfItem(atPath: path) } catch {
+            throw CVMError.io("\(path): cannot stat it: \(error.localizedDescription)")
+        }
+        self.path = path
+        size = (attrs[.size] as? NSNumber)?.uint64Value ?? 0
+        modified = (attrs[.modificationDate] as? Date)?.timeIntervalSince1970 ?? 0
+    }
+}
+
+extension DeployArtifact {
+    /// True when the artifact holds a digest taken of this very file (same path, size and mtime).
+    public func hasDigest(of disk: DiskFileIdentity) -> Bool {
+        diskSHA256 != nil && diskPath == disk.path && diskFileSize == disk.size && diskFileModified == disk.modified
+    }
+
+    /// Records which file the artifact's digest and upload belong to.
+    public mutating func recordDisk(_ disk: DiskFileIdentity) {
+        diskPath = disk.path
+        diskFileSize = disk.size
+        diskFileModified = disk.modified
+    }
+}
+
+/// Polls `done` with doubling pauses (`interval.first` up to `interval.maximum`) until it returns
+/// true; gives up when the next pause would pass `deadline` seconds, or when `isCancelled` says so.
+/// `command` names what to rerun to pick up from there.
+public func pollWithBackoff(_ what: String, command: String, interval: (first: Double, maximum: Double), deadline: Double,
+                            isCancelled: (@Sendable () -> Bool)?, _ done: () throws -> Bool) throws {
+    let start = ProcessInfo.processInfo.systemUptime
+    var pause = interval.first
+    while try !done() {
+        let elapsed = ProcessInfo.processInfo.systemUptime - start
+        if elapsed + pause > deadline {
+            throw CVMError.io("gave up waiting for \(what) after \(Int(elapsed)) s; rerun \(command) to pick up from there")
+        }
+        if let isCancelled, isCancelled() {
+            throw CVMError(.interrupted, "interrupted while waiting for \(what); rerun \(command) to pick up from there")
+        }
+        Thread.sleep(forTimeInterval: pause)
+        pause = min(pause * 2, interval.maximum)
+    }
+}

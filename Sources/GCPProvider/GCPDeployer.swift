@@ -59,15 +59,13 @@ public final class GCPDeployer: CloudDeployer, @unchecked Sendable {
 
     public func uploadDisk(_ state: DeployState) throws {
         let r = state.request
-        let identity = try Self.fileIdentity(r.diskPath)
+        let identity = try DiskFileIdentity(path: r.diskPath)
         var a = state.artifact
         a.resources["project_id"] = compute.project
         a.resources["bucket"] = options.bucket
         // The digest names the object: reuse the artifact's while the file is unchanged, else
         // read the disk once (not in a dry run: the plan names it by placeholder).
-        let known = a.diskSHA256 != nil && a.diskPath == r.diskPath && a.diskFileSize == identity.size
-            && a.diskFileModified == identity.modified
-        if !known {
+        if !a.hasDigest(of: identity) {
             a.diskSHA256 = nil
             a.resources["object_crc32c"] = nil
             if !r.dryRun {
@@ -77,9 +75,7 @@ public final class GCPDeployer: CloudDeployer, @unchecked Sendable {
             } else {
                 _ = try DiskImageFile.open(r.diskPath)   // a bad disk fails the dry run too
             }
-            a.diskPath = r.diskPath
-            a.diskFileSize = identity.size
-            a.diskFileModified = identity.modified
+            a.recordDisk(identity)
         }
         let digest = a.diskSHA256 ?? Self.placeholderDigest
         let object = GCSObjectName(bucket: options.bucket, object: GCPNames.object(vm: r.vmName, diskSHA256: digest))
@@ -299,26 +295,7 @@ public final class GCPDeployer: CloudDeployer, @unchecked Sendable {
 
     /// Polls `done` with growing pauses until it returns true or `readyDeadline` passes.
     func poll(_ what: String, _ done: () throws -> Bool) throws {
-        let start = monotonicSeconds()
-        var pause = options.pollInterval.first
-        while try !done() {
-            let elapsed = monotonicSeconds() - start
-            if elapsed + pause > options.readyDeadline {
-                throw CVMError.io("gave up waiting for \(what) after \(Int(elapsed)) s; rerun deploy-gcp to pick up from there")
-            }
-            if let cancelled = options.upload.isCancelled, cancelled() {
-                throw CVMError(.interrupted, "interrupted while waiting for \(what); rerun deploy-gcp to pick up from there")
-            }
-            Thread.sleep(forTimeInterval: pause)
-            pause = min(pause * 2, options.pollInterval.maximum)
-        }
-    }
-
-    static func fileIdentity(_ path: String) throws -> (size: UInt64, modified: Double) {
-        let attrs: [FileAttributeKey: Any]
-        do { attrs = try FileManager.default.attributesOfItem(atPath: path) } catch {
-            throw CVMError.io("\(path): cannot stat it: \(error.localizedDescription)")
-        }
-        return ((attrs[.size] as? NSNumber)?.uint64Value ?? 0, (attrs[.modificationDate] as? Date)?.timeIntervalSince1970 ?? 0)
+        try pollWithBackoff(what, command: "deploy-gcp", interval: options.pollInterval, deadline: options.readyDeadline,
+                            isCancelled: options.upload.isCancelled, done)
     }
 }
