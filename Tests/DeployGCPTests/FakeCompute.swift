@@ -60,6 +60,14 @@ final class FakeCompute: @unchecked Sendable {
 
     /// A plain request (no token): returns the body of any status.
     static func fetch(_ url: String, method: String = "GET", body: Data? = nil, headers: [String: String] = [:]) throws -> Data {
+        try send(url, method: method, body: body, headers: headers).data
+    }
+
+    static func status(_ url: String, method: String = "GET", headers: [String: String] = [:]) throws -> Int {
+        try send(url, method: method, body: nil, headers: headers).status
+    }
+
+    private static func send(_ url: String, method: String, body: Data?, headers: [String: String]) throws -> (data: Data, status: Int) {
         var request = URLRequest(url: URL(string: url)!)
         request.httpMethod = method
         request.httpBody = body
@@ -72,22 +80,7 @@ final class FakeCompute: @unchecked Sendable {
         }.resume()
         done.wait()
         if let error = box.error { throw error }
-        return box.data ?? Data()
-    }
-
-    static func status(_ url: String, method: String = "GET", headers: [String: String] = [:]) throws -> Int {
-        var request = URLRequest(url: URL(string: url)!)
-        request.httpMethod = method
-        for (k, v) in headers { request.setValue(v, forHTTPHeaderField: k) }
-        let box = FetchBox()
-        let done = DispatchSemaphore(value: 0)
-        URLSession.shared.dataTask(with: request) { data, response, error in
-            box.set(data, (response as? HTTPURLResponse)?.statusCode, error)
-            done.signal()
-        }.resume()
-        done.wait()
-        if let error = box.error { throw error }
-        return box.status ?? 0
+        return (box.data ?? Data(), box.status ?? 0)
     }
 }
 
