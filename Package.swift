@@ -111,6 +111,9 @@ let package = Package(
             "CVMCrypto", "Workload", "WorkloadArchive",
         ]),
 
+        // The in-guest agent's container side: the image's engine + compose run the workload.
+        .target(name: "WorkloadRuntime", dependencies: ["CVMSupport", "Workload"]),
+
         // MARK: executables
         .executableTarget(name: "cvm-cli", dependencies: [
             "DiskImage", "CVMSupport", "Workload", "DiskUpdate", "AWSProvider", "Golden", "CVMCrypto", "CVMMatrix", "Deploy", "GCPProvider", "AzureProvider", "ImageBuild", "LocalVM", "AgentClient", "Attestation", "BootPrediction",
@@ -118,7 +121,7 @@ let package = Package(
         ]),
         // The in-guest agent: measures the workload into PCR 23, serves the golden measurement.
         // Static Swift runtime so it runs in the image's root with only glibc, libstdc++ and OpenSSL.
-        .executableTarget(name: "cvm-agent", dependencies: ["CVMSupport", "CVMCrypto", "Workload", "WorkloadArchive", "TPM2", "COpenSSL", "Attestation", "Netfilter"],
+        .executableTarget(name: "cvm-agent", dependencies: ["CVMSupport", "CVMCrypto", "Workload", "WorkloadArchive", "TPM2", "COpenSSL", "Attestation", "Netfilter", "WorkloadRuntime"],
                           linkerSettings: [.unsafeFlags(["-static-stdlib"] + staticFoundationGroup)]),
         // Fuzz harness for the format parsers (see docs/fuzzing.md).
         .executableTarget(name: "cvm-fuzz", dependencies: ["DiskImage", "EXT4"]),
@@ -128,6 +131,7 @@ let package = Package(
         .target(name: "CVMTestData", path: "Tests/CVMTestData", exclude: ["Scripts"]),
         .testTarget(name: "DiskImageTests", dependencies: ["CVMTestData", "DiskImage", "CVMSupport"]),
         .testTarget(name: "WorkloadTests", dependencies: ["Workload", "CVMCrypto", "CVMSupport"]),
+        .testTarget(name: "WorkloadRuntimeTests", dependencies: ["WorkloadRuntime", "Workload", "WorkloadArchive", "CVMTestData", "CVMCrypto", "CVMSupport"]),
         .testTarget(name: "DiskUpdateTests", dependencies: ["CVMTestData", "DiskUpdate", "DiskImage", "EXT4", "Workload", "CVMSupport"]),
         .testTarget(name: "CLITests", dependencies: ["CVMTestData", "DiskImage", "CVMSupport"]),
         .testTarget(name: "ImageBuildTests", dependencies: ["ImageBuild", "LocalVM", "BootPrediction", "DiskUpdate", "DiskImage", "TPM2", "Workload", "WorkloadArchive", "CVMCrypto", "CVMSupport", "Attestation", "Golden"]),

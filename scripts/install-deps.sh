@@ -12,6 +12,9 @@ image_pkgs=(qemu-system-x86 ovmf swtpm swtpm-tools mtools dosfstools squashfs-to
             systemd-boot-efi busybox-static e2fsprogs diffutils curl openssl python3)
 # golden predict's referees: two independent Authenticode implementations and systemd-measure.
 test_pkgs+=(pesign osslsigncode systemd)
+# cvm-agent runs a compose workload with a real podman + podman-compose (runc, netavark) in a
+# network namespace of its own (iproute2, iptables for netavark's port forwarding).
+test_pkgs+=(podman podman-compose runc netavark aardvark-dns iptables iproute2)
 want=("${build_pkgs[@]}")
 [ "${1:-}" = "--with-test-tools" ] && want+=("${test_pkgs[@]}" "${image_pkgs[@]}")
 [ "${1:-}" = "--with-image-tools" ] && want+=("${image_pkgs[@]}")

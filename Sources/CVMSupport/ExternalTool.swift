@@ -70,8 +70,19 @@ public struct ExternalTool: Sendable {
         }
     }
 
+    /// What a finished run printed and how it ended.
+    public struct RunResult: Sendable {
+        public let status: Int32
+        public let stdout: String
+        public let stderr: String
+        /// The run was stopped (SIGTERM, then SIGKILL) because it outlived its timeout.
+        public let timedOut: Bool
+    }
+
+    /// Runs the tool to its end; with a `timeout` it is stopped when it takes longer (a daemon
+    /// that hangs must not hang its caller).
     public func runCapturing(_ arguments: [String], environment: [String: String]? = nil,
-                             currentDirectory: String? = nil) throws -> (status: Int32, stdout: String, stderr: String) {
+                             currentDirectory: String? = nil, timeout: TimeInterval? = nil) throws -> RunResult {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: path)
         process.arguments = arguments
@@ -84,6 +95,20 @@ public struct ExternalTool: Sendable {
         do { try process.run() } catch {
             throw CVMError.io("\(path): cannot start: \(error.localizedDescription)")
         }
+        let timedOut = UncheckedBox<Bool>(false), finished = UncheckedBox<Bool>(false)
+        let watchdog = timeout.map { seconds in
+            let pid = process.processIdentifier
+            // Foundation starts the child as the leader of its own process group: signal the
+            // group, so children that inherited the pipes end too and the reads below return.
+            let item = DispatchWorkItem {
+                timedOut.value = true
+                kill(-pid, SIGTERM)
+                // A tool that ignores SIGTERM still ends.
+                DispatchQueue.global().asyncAfter(deadline: .now() + 5) { if !finished.value { kill(-pid, SIGKILL) } }
+            }
+            DispatchQueue.global().asyncAfter(deadline: .now() + seconds, execute: item)
+            return item
+        }
         // Read both pipes concurrently so a chatty tool never blocks on a full pipe.
         let errData = UncheckedBox<Data>(Data())
         let group = DispatchGroup()
@@ -95,7 +120,10 @@ public struct ExternalTool: Sendable {
         let outData = out.fileHandleForReading.readDataToEndOfFile()
         group.wait()
         process.waitUntilExit()
-        return (process.terminationStatus, String(decoding: outData, as: UTF8.self), String(decoding: errData.value, as: UTF8.self))
+        finished.value = true
+        watchdog?.cancel()
+        return RunResult(status: process.terminationStatus, stdout: String(decoding: outData, as: UTF8.self),
+                         stderr: String(decoding: errData.value, as: UTF8.self), timedOut: timedOut.value)
     }
 }
 

@@ -124,18 +124,48 @@ struct Marshal {
     mutating func u32(_ v: UInt32) { u16(UInt16(v >> 16)); u16(UInt16(v & 0xFFFF)) }
 }
 
-/// A TPM character device: one write of a command, one read of its response.
+/// A TPM character device (one write of a command, one read of its response), or a Unix
+/// socket speaking the same raw command stream — swtpm's `--server type=unixio` channel, for
+/// running the agent against a software TPM outside a VM (as tpm2-tools' swtpm TCTI does).
 public final class TPMDevice: TPMTransport, @unchecked Sendable {
     public let path: String
     let fd: Int32
 
-    /// Opens the first of /dev/tpmrm0 (the kernel's resource manager) and /dev/tpm0 that exists.
+    /// Opens the first of /dev/tpmrm0 (the kernel's resource manager) and /dev/tpm0 that exists;
+    /// a candidate that is a socket is connected to.
     public static func open(candidates: [String] = ["/dev/tpmrm0", "/dev/tpm0"]) throws -> TPMDevice {
         for path in candidates {
+            var info = stat()
+            if stat(path, &info) == 0 && (info.st_mode & S_IFMT) == S_IFSOCK {
+                return TPMDevice(path: path, fd: try connectUnixSocket(path))
+            }
             let fd = Glibc.open(path, O_RDWR)
             if fd >= 0 { return TPMDevice(path: path, fd: fd) }
         }
         throw CVMError.io("no TPM: cannot open \(candidates.joined(separator: " or ")): \(errnoDescription())")
+    }
+
+    static func connectUnixSocket(_ path: String) throws -> Int32 {
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        let bytes = Array(path.utf8)
+        guard bytes.count < MemoryLayout.size(ofValue: address.sun_path) else {
+            throw CVMError.invalid("TPM socket path too long: \(path)")
+        }
+        withUnsafeMutableBytes(of: &address.sun_path) { raw in
+            for (i, b) in bytes.enumerated() { raw[i] = b }
+        }
+        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { throw CVMError.io("TPM socket \(path): \(errnoDescription())") }
+        let rc = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        }
+        guard rc == 0 else {
+            let reason = errnoDescription()
+            Glibc.close(fd)
+            throw CVMError.io("TPM socket \(path): cannot connect: \(reason)")
+        }
+        return fd
     }
 
     init(path: String, fd: Int32) {
@@ -148,9 +178,16 @@ public final class TPMDevice: TPMTransport, @unchecked Sendable {
     public func transmit(_ command: [UInt8]) throws -> [UInt8] {
         let written = command.withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
         guard written == command.count else { throw CVMError.io("\(path): write failed: \(errnoDescription())") }
+        // A device answers in one read; a socket may split the answer: read until the size in
+        // the response header is complete.
+        var out: [UInt8] = []
         var buffer = [UInt8](repeating: 0, count: 4096)
-        let n = buffer.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) }
-        guard n > 0 else { throw CVMError.io("\(path): read failed: \(errnoDescription())") }
-        return Array(buffer.prefix(n))
+        repeat {
+            let n = buffer.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) }
+            if n < 0 && errno == EINTR { continue }
+            guard n > 0 else { throw CVMError.io("\(path): read failed: \(n == 0 ? "closed" : errnoDescription())") }
+            out += buffer.prefix(n)
+        } while out.count < 10 || out.count < Int(TPM2.be32(out, 2))
+        return out
     }
 }

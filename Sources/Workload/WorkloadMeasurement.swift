@@ -51,8 +51,14 @@ public struct WorkloadMeasurement: Sendable, Equatable {
         var out: [WorkloadFolder.Entry] = []
         if let compose = entries.first(where: { $0.path == "docker-compose.yml" }) { out.append(compose) }
         out += entries.filter { $0.path.hasPrefix("config/") && $0.kind != .directory }
-        out += entries.filter { !$0.path.contains("/") && $0.path.hasSuffix(".tar") && $0.kind != .directory }
+        out += imageArchives(entries)
         return out
+    }
+
+    /// The image archives a workload ships: top-level `*.tar`, sorted. The agent loads exactly
+    /// these, so what runs is what was measured.
+    public static func imageArchives(_ entries: [WorkloadFolder.Entry]) -> [WorkloadFolder.Entry] {
+        entries.filter { !$0.path.contains("/") && $0.path.hasSuffix(".tar") && $0.kind != .directory }
     }
 
     /// PCR 23 after extending these events on top of `base` (64 hex digits) instead of zeros:

@@ -6,6 +6,7 @@ import CVMSupport
 import Foundation
 import TPM2
 import Workload
+import WorkloadRuntime
 
 /// The agent's state: the TPM, the workload events it extended, its servers.
 final class Agent: @unchecked Sendable {
@@ -21,7 +22,7 @@ final class Agent: @unchecked Sendable {
     var workloadUpdates = 0
     let updateLock = NSLock()
     let policy: AgentPolicy
-    let containerEngine: String?
+    let runner: WorkloadRunner
     var workloadError: String?
     var tlsFingerprint: String?
     /// The firewall report (`firewall` in the golden measurement), set once at start.
@@ -36,12 +37,16 @@ final class Agent: @unchecked Sendable {
         policy = AgentPolicy.load(workload: options.workload)
         log("policy from \(policy.source): TLS \(policy.tls), workload update endpoint \(policy.workloadUpdateEndpoint), update auth \(policy.workloadUpdateAuth)")
         firewall = AgentFirewall.apply(policy: policy, options: options)
-        containerEngine = findContainerEngine()
-        if let containerEngine {
-            log("container engine \(containerEngine) found, but running the compose workload is not implemented: it is measured only")
-        } else {
-            log("no container engine in this image (podman/docker not found): the compose workload is measured, not run")
-        }
+        runner = WorkloadRunner(policy: policy, detection: ContainerEngine.detect(policy: policy.containerEngine))
+        if let engine = runner.engine { log("container engine: \(engine.description)") }
+        if case .notRunning(let why) = runner.state, runner.compose == nil { log(why) }
+        for warning in runner.warnings { log("workload: \(warning)") }
+    }
+
+    /// Runs the measured workload (in the background) unless measuring it failed.
+    func startWorkload() {
+        guard lock.withLock({ workloadError == nil }) else { return }
+        runner.start(folder: options.workload)
     }
 
     /// Measures the workload folder and extends each event into PCR 23, in order.
@@ -140,10 +145,6 @@ final class Agent: @unchecked Sendable {
             "tee": Self.teeKind(),
             "policy": policy.json,
             "firewall": firewall,
-            "container_engine": containerEngine ?? NSNull(),
-            "workload_status": containerEngine == nil
-                ? "measured, not running: this image has no container engine (podman/docker)"
-                : "measured, not running: running the compose workload is not implemented",
             "pcrs": ["sha256": bank],
             "event_log": Base64.encode(eventLog),
             "workload_events": events.map { ["name": $0.name, "content_sha256": $0.contentSHA256, "digest": $0.digest] },
@@ -153,6 +154,7 @@ final class Agent: @unchecked Sendable {
             object["workload_pcr23_base"] = workloadPCR23Base
             object["workload_updates"] = workloadUpdates
         }
+        object.merge(runner.report) { $1 }
         if let fingerprint { object["tls_fingerprint"] = fingerprint }
         if let error { object["workload_error"] = error }
         return Array(try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes]))

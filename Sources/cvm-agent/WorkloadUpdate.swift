@@ -8,6 +8,7 @@ import Netfilter
 import TPM2
 import Workload
 import WorkloadArchive
+import WorkloadRuntime
 
 /// `POST /update-workload` (docs/agent-api.md): a tar.gz of the new workload folder, checked
 /// with the host's WorkloadCheck, swapped in by rename, measured and extended into PCR 23.
@@ -50,6 +51,8 @@ extension Agent {
         } catch {
             return .json(400, jsonObject(["error": "\(error)"]))
         }
+        // The running containers mount files of the old folder: stop them before it goes.
+        runner.stop(folder: target)
         do {
             // Swap: the old folder aside, the new one in, the old one removed.
             let old = parent + "/.workload-old-\(getpid())"
@@ -80,7 +83,9 @@ extension Agent {
             }
             for event in measurement.events { log("PCR 23 extended: \(event.digest) \(event.name)") }
             log("workload updated: \(measurement.events.count) events, PCR 23 \(hexString(before)) → \(hexString(after))")
+            runner.start(folder: target)
             return HTTPResponse(status: 200, body: Array(jsonText([
+                "workload_status": runner.state.word,
                 "pcr23": hexString(after),
                 "previous_pcr23": hexString(before),
                 "workload_events": measurement.events.map { ["name": $0.name, "content_sha256": $0.contentSHA256, "digest": $0.digest] },
@@ -98,8 +103,8 @@ func jsonText(_ object: [String: Any]) -> String {
     return String(decoding: data, as: UTF8.self)
 }
 
-/// The parts of `config/cvm_agent/cvm_agent_policy.json` the agent honours without a container
-/// engine, read once at start (a policy changed by an update applies from the next boot).
+/// The parts of `config/cvm_agent/cvm_agent_policy.json` the agent honours, read once at start
+/// (a policy changed by an update applies from the next boot).
 struct AgentPolicy {
     var tls = true
     var workloadUpdateEndpoint = true
@@ -107,6 +112,12 @@ struct AgentPolicy {
     /// `cvm_config.firewall.allowed_ports`; nil when the policy has none (the agent then opens
     /// only its own ports).
     var allowedPorts: [AllowedPort]?
+    /// `cvm_config.container_api.container_engine`: the only engine the workload may run with.
+    var containerEngine: ContainerEngine.Kind?
+    /// `cvm_config.container_api.container_owner`: the user the policy wants containers to run as.
+    var containerOwner: String?
+    /// `workload_config.image_signature_verification.enable`.
+    var imageSignatureVerification = false
     /// Entries of allowed_ports the agent could not use, with the reason.
     var ignoredPorts: [String] = []
     var source = "defaults (no policy file)"
@@ -123,6 +134,11 @@ struct AgentPolicy {
         p.tls = https["enable_tls"] as? Bool ?? true
         p.workloadUpdateEndpoint = https["enable_workload_update_endpoint"] as? Bool ?? true
         p.workloadUpdateAuth = https["enable_workload_update_auth"] as? Bool ?? true
+        let containerAPI = (root["cvm_config"] as? [String: Any])?["container_api"] as? [String: Any] ?? [:]
+        p.containerEngine = (containerAPI["container_engine"] as? String).flatMap(ContainerEngine.Kind.init(rawValue:))
+        p.containerOwner = containerAPI["container_owner"] as? String
+        let signatures = ((root["workload_config"] as? [String: Any])?["image_signature_verification"] as? [String: Any]) ?? [:]
+        p.imageSignatureVerification = signatures["enable"] as? Bool ?? false
         let firewall = (root["cvm_config"] as? [String: Any])?["firewall"] as? [String: Any]
         if let entries = firewall?["allowed_ports"] as? [Any] {
             var ports: [AllowedPort] = []
@@ -143,13 +159,8 @@ struct AgentPolicy {
 
     var json: [String: Any] {
         ["enable_tls": tls, "enable_workload_update_endpoint": workloadUpdateEndpoint,
-         "enable_workload_update_auth": workloadUpdateAuth, "source": source]
+         "enable_workload_update_auth": workloadUpdateAuth, "source": source,
+         "container_engine": containerEngine?.rawValue ?? NSNull(),
+         "image_signature_verification": imageSignatureVerification]
     }
-}
-
-/// Which container engine the image has; the base image has none.
-func findContainerEngine() -> String? {
-    for path in ["/usr/bin/podman", "/usr/local/bin/podman", "/usr/bin/docker", "/usr/local/bin/docker"]
-        where FileManager.default.isExecutableFile(atPath: path) { return path }
-    return nil
 }

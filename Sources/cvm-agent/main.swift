@@ -66,6 +66,7 @@ do {
     agent = try Agent(options: options)
     try agent.measureWorkload()
     try agent.serve()
+    agent.startWorkload()
 } catch let error as CVMError {
     fail(error.message)
 } catch {

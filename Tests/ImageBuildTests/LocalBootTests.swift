@@ -180,7 +180,9 @@ final class LocalBootTests: XCTestCase {
         XCTAssertTrue(verified.contains("\"verified\": true"), verified)
         XCTAssertThrowsError(try python.run([ImageTestSupport.repo + "/scripts/verify-collaterals.py", dir + "/collaterals.json", String(nonce.reversed())]))
         XCTAssertEqual(LocalDeploy.httpGet(port: http, path: "/collaterals/abc")?.status, 400)
-        XCTAssertTrue((json["workload_status"] as? String ?? "").contains("no container engine"), "\(json)")
+        XCTAssertEqual(json["workload_status"] as? String, "not running", "\(json)")
+        XCTAssertTrue((json["workload_detail"] as? String ?? "").contains("container engine (podman) is not usable in this image"), "\(json)")
+        XCTAssertTrue(json["container_engine"] is NSNull, "\(json)")
 
         // update-workload: no token → 401, wrong token → 401, the token → measured and extended.
         let newWorkload = dir + "/workload-v2"
