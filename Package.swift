@@ -131,7 +131,7 @@ let package = Package(
         .target(name: "CVMTestData", path: "Tests/CVMTestData", exclude: ["Scripts"]),
         .testTarget(name: "DiskImageTests", dependencies: ["CVMTestData", "DiskImage", "CVMSupport"]),
         .testTarget(name: "WorkloadTests", dependencies: ["Workload", "CVMCrypto", "CVMSupport"]),
-        .testTarget(name: "WorkloadRuntimeTests", dependencies: ["WorkloadRuntime", "Workload", "WorkloadArchive", "CVMTestData", "CVMCrypto", "CVMSupport"]),
+        .testTarget(name: "WorkloadRuntimeTests", dependencies: ["WorkloadRuntime", "AgentClient", "Workload", "WorkloadArchive", "CVMTestData", "CVMCrypto", "CVMSupport"]),
         .testTarget(name: "DiskUpdateTests", dependencies: ["CVMTestData", "DiskUpdate", "DiskImage", "EXT4", "Workload", "CVMSupport"]),
         .testTarget(name: "CLITests", dependencies: ["CVMTestData", "DiskImage", "CVMSupport"]),
         .testTarget(name: "ImageBuildTests", dependencies: ["ImageBuild", "LocalVM", "BootPrediction", "DiskUpdate", "DiskImage", "TPM2", "Workload", "WorkloadArchive", "CVMCrypto", "CVMSupport", "Attestation", "Golden"]),

@@ -30,6 +30,21 @@ extension AgentClient {
         return (answer.body, answer.certificateSHA256)
     }
 
+    /// One line on the workload from a golden measurement: its status, the containers' services
+    /// when it runs, else the agent's reason. Nil for documents without a workload status.
+    public static func workloadSummary(_ document: [UInt8]) -> String? {
+        guard let json = try? CanonicalJSON.parse(document, source: "golden measurement"),
+              let status = json["workload_status"]?.stringValue else { return nil }
+        var line = "workload: \(status)"
+        if case .array(let containers)? = json["containers"], !containers.isEmpty {
+            line += " (" + containers.map { c in
+                "\(c["service"]?.stringValue ?? "?") \(c["state"]?.stringValue ?? "?")"
+            }.joined(separator: ", ") + ")"
+        }
+        if let detail = json["workload_detail"]?.stringValue { line += " — \(detail)" }
+        return line
+    }
+
     /// Where this target's API token is kept.
     public var apiTokenPath: String { target.stateDirectory + "/api-token" }
 

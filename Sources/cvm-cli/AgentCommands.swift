@@ -63,6 +63,9 @@ extension GoldenCommand {
                 try writeOutput(fetched.document, to: output, force: force)
                 if let output {
                     FileHandle.standardError.write(Data("\(client.target.url("/golden-measurement")) (certificate sha256:\(fetched.certificateSHA256)) → \(output)\n".utf8))
+                    if let workload = AgentClient.workloadSummary(fetched.document) {
+                        FileHandle.standardError.write(Data("\(workload)\n".utf8))
+                    }
                 }
             }
         }

@@ -79,6 +79,7 @@ final class LocalBootTests: XCTestCase {
         let golden = dir + "/golden.json"
         let fetch = try cli.runCapturing(["golden", "fetch", "boot-test", "-o", golden] + artifacts)
         XCTAssertEqual(fetch.status, 0, fetch.stderr)
+        XCTAssertTrue(fetch.stderr.contains("workload: not running — measured, not running: the policy's container engine (podman) is not usable"), fetch.stderr)
         let recorded = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: LocalDeploy.artifactPath(options)))) as? [String: Any])
         XCTAssertEqual(recorded["agent_tls_fingerprint"] as? String, fingerprint)
         let fetched = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: golden))) as? [String: Any])

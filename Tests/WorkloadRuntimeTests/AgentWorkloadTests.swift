@@ -1,4 +1,5 @@
 import CVMSupport
+import AgentClient
 import CVMTestData
 import Foundation
 import Workload
@@ -95,6 +96,8 @@ final class AgentWorkloadTests: XCTestCase {
         // The service answers with the measured page, through the published port.
         XCTAssertEqual(try agent.request("http://127.0.0.1:18080/index.html").body, "v1\n")
         XCTAssertTrue(agent.consoleText.contains("images loaded: \(Self.image)"), agent.consoleText)
+        // `golden fetch` prints this line from the document.
+        XCTAssertEqual(AgentClient.workloadSummary(Array(try agent.get("/golden-measurement").body.utf8)), "workload: running (web running)")
 
         // An update without the token changes nothing.
         let v2 = try makeWorkload("run-v2", compose: Self.webCompose(service: "site"), page: "v2\n")
@@ -138,6 +141,8 @@ final class AgentWorkloadTests: XCTestCase {
         XCTAssertEqual(golden["workload_status"] as? String, "failed", "\(golden)")
         XCTAssertTrue((golden["workload_detail"] as? String ?? "").contains("cvm-workload_job_1"), "\(golden)")
         XCTAssertTrue(agent.consoleText.contains("WORKLOAD NOT RUNNING"), agent.consoleText)
+        let summary = AgentClient.workloadSummary(Array(try agent.get("/golden-measurement").body.utf8)) ?? ""
+        XCTAssertTrue(summary.hasPrefix("workload: failed (job exited) — compose up: not running: cvm-workload_job_1"), summary)
 
         // An image that is neither shipped nor pullable (nothing listens on localhost:1).
         let missing = try makeWorkload("missing", compose: """
