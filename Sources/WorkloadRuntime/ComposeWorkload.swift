@@ -13,14 +13,6 @@ public struct WorkloadContainer: Sendable, Equatable {
     /// The engine's human status, e.g. "Up 3 seconds" or "Exited (1) 2 seconds ago".
     public let status: String
 
-    public init(name: String, service: String, state: String, image: String, status: String) {
-        self.name = name
-        self.service = service
-        self.state = state
-        self.image = image
-        self.status = status
-    }
-
     public var json: [String: String] { ["name": name, "service": service, "state": state, "image": image, "status": status] }
 }
 
@@ -78,8 +70,9 @@ public struct ComposeWorkload: Sendable {
     public func containers() throws -> [WorkloadContainer] {
         // podman prints one JSON array; docker one JSON object a line.
         let format = engine.kind == .podman ? "json" : "{{json .}}"
+        // Listing is quick; a short timeout keeps a hung engine from hanging /golden-measurement.
         let output = try run([engine.executable, "ps", "-a", "--filter", "label=com.docker.compose.project=\(project)",
-                              "--format", format], step: "listing containers")
+                              "--format", format], step: "listing containers", timeout: 30)
         return try Self.parseContainers(output).sorted { $0.name < $1.name }
     }
 
@@ -119,13 +112,14 @@ public struct ComposeWorkload: Sendable {
     /// Runs one engine command; a failure quotes its last output lines (engine messages name
     /// the image, service or file that is wrong).
     @discardableResult
-    func run(_ command: [String], step: String, in directory: String? = nil) throws -> String {
+    func run(_ command: [String], step: String, in directory: String? = nil, timeout: TimeInterval? = nil) throws -> String {
         let tool = ExternalTool(name: (command[0] as NSString).lastPathComponent, package: "", path: command[0])
-        let result = try tool.runCapturing(Array(command.dropFirst()), currentDirectory: directory, timeout: commandTimeout)
+        let limit = timeout ?? commandTimeout
+        let result = try tool.runCapturing(Array(command.dropFirst()), currentDirectory: directory, timeout: limit)
         guard result.status == 0 else {
             let lines = (result.stderr + "\n" + result.stdout).split(whereSeparator: \.isNewline)
                 .map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
-            let why = result.timedOut ? "timed out after \(Int(commandTimeout)) s" : "exit \(result.status)"
+            let why = result.timedOut ? "timed out after \(Int(limit)) s" : "exit \(result.status)"
             throw CVMError.io("\(step) failed (\(why)): \(lines.suffix(3).joined(separator: " / "))")
         }
         return result.stdout

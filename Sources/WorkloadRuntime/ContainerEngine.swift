@@ -14,12 +14,6 @@ public struct ContainerEngine: Sendable, Equatable {
     /// `["/usr/bin/docker", "compose"]`.
     public let compose: [String]
 
-    public init(kind: Kind, executable: String, compose: [String]) {
-        self.kind = kind
-        self.executable = executable
-        self.compose = compose
-    }
-
     public enum Detection: Sendable, Equatable {
         case found(ContainerEngine)
         /// No usable engine; the reason names what is missing and the package that provides it.
