@@ -23,6 +23,7 @@ final class PodmanSandbox {
         }
         dir = NSTemporaryDirectory() + "cvm-podman-\(UUID().uuidString.prefix(8))"
         try FileManager.default.createDirectory(atPath: dir + "/storage", withIntermediateDirectories: true)
+        // Everything of this engine lives in `dir` (storage, networks), nothing in /etc or /var.
         // runc: crun refuses this machine's hybrid cgroup setup. Limits: podman's default
         // nofile of 1048576 needs CAP_SYS_RESOURCE, which this sandbox's root lacks.
         try """
@@ -32,6 +33,7 @@ final class PodmanSandbox {
         runtime = "runc"
         [network]
         network_backend = "netavark"
+        network_config_dir = "\(dir)/networks"
         """.write(toFile: dir + "/containers.conf", atomically: true, encoding: .utf8)
         try """
         [storage]
