@@ -114,6 +114,9 @@ public enum UpdateDisk {
         // are bound by CPU, and a thread's own heap would only add to the peak memory.
         let measuring = direct ? BackgroundWork { try WorkloadMeasurement.measure(folder) }
                                : BackgroundWork.finished(try WorkloadMeasurement.measure(folder))
+        // Every way out waits for it: a thread still hashing while the process exits races
+        // OpenSSL's exit-time cleanup (seen as a crash after the "does not fit" error).
+        defer { measuring.join() }
 
         // 6. Re-encode the disk with the new partition in place, atomically.
         // Replacing the input is the point of update-disk; any other existing file needs --force.
@@ -256,9 +259,15 @@ final class BackgroundWork<T>: @unchecked Sendable {
     /// Already done: `value` (no thread).
     static func finished(_ value: T) -> BackgroundWork { BackgroundWork(result: .success(value)) }
 
-    /// Waits for the work; its value, or rethrows its error. Call once.
+    /// Waits for the work; its value, or rethrows its error.
     func wait() throws -> T {
-        done.wait()
+        join()
         return try result!.get()
+    }
+
+    /// Waits for the work to end, whatever its result; any number of times.
+    func join() {
+        done.wait()
+        done.signal()
     }
 }

@@ -51,6 +51,7 @@ func fail(_ message: String) -> Never {
     exit(1)
 }
 
+OpenSSLRuntime.keepStateUntilExit()
 let arguments = Array(CommandLine.arguments.dropFirst())
 // `cvm-agent firewall`: apply the policy's firewall again (as at start) and print the report.
 if arguments.first == "firewall" {

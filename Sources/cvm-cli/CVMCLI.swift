@@ -1,4 +1,5 @@
 import ArgumentParser
+import CVMCrypto
 import CVMSupport
 import Foundation
 
@@ -7,6 +8,7 @@ enum CVMCLIMain {
     /// Parses and runs; every failure ends as one `cvm-cli: error:` line and its exit status
     /// (64 for usage errors), help and version as ArgumentParser prints them.
     static func main() {
+        OpenSSLRuntime.keepStateUntilExit()
         do {
             var command = try CVMCLI.parseAsRoot(movingLeadingGlobalFlags(Array(CommandLine.arguments.dropFirst())))
             try command.run()
