@@ -134,7 +134,7 @@ let package = Package(
         .testTarget(name: "WorkloadRuntimeTests", dependencies: ["WorkloadRuntime", "AgentClient", "Workload", "WorkloadArchive", "CVMTestData", "CVMCrypto", "CVMSupport"]),
         .testTarget(name: "DiskUpdateTests", dependencies: ["CVMTestData", "DiskUpdate", "DiskImage", "EXT4", "Workload", "CVMSupport"]),
         .testTarget(name: "CLITests", dependencies: ["CVMTestData", "DiskImage", "CVMSupport"]),
-        .testTarget(name: "ImageBuildTests", dependencies: ["ImageBuild", "LocalVM", "BootPrediction", "DiskUpdate", "DiskImage", "TPM2", "Workload", "WorkloadArchive", "CVMCrypto", "CVMSupport", "Attestation", "Golden"]),
+        .testTarget(name: "ImageBuildTests", dependencies: ["ImageBuild", "LocalVM", "BootPrediction", "DiskUpdate", "DiskImage", "TPM2", "Workload", "WorkloadArchive", "CVMCrypto", "CVMSupport", "Attestation", "Golden", "CVMTestData"]),
         .testTarget(name: "BootPredictionTests", dependencies: ["BootPrediction", "DiskImage", "CVMCrypto", "CVMSupport"]),
         .testTarget(name: "NetfilterTests", dependencies: ["Netfilter", "CVMSupport"]),
         .testTarget(name: "EXT4Tests", dependencies: ["EXT4", "CVMSupport"]),
@@ -150,9 +150,9 @@ let package = Package(
         .target(name: "AWSTestSupport", dependencies: ["CVMSupport", "CVMTestData"], path: "Tests/AWSTestSupport",
                 exclude: ["Scripts"]),
         .testTarget(name: "AWSProviderTests", dependencies: [
-            "AWSProvider", "CloudAuth", "Transport", "DiskImage", "CVMCrypto", "CVMSupport", "AWSTestSupport",
+            "AWSProvider", "CloudAuth", "Transport", "DiskImage", "CVMCrypto", "CVMSupport", "AWSTestSupport", "CVMTestData",
         ]),
-        .testTarget(name: "DeployTests", dependencies: ["CVMMatrix", "Deploy", "CVMSupport"]),
+        .testTarget(name: "DeployTests", dependencies: ["CVMMatrix", "Deploy", "CVMSupport", "CVMTestData"]),
         .testTarget(name: "DeployAWSTests", dependencies: [
             "AWSProvider", "AWSTestSupport", "CVMTestData", "CVMMatrix", "Deploy", "DiskImage", "CVMCrypto", "CVMSupport", "Transport",
         ]),
@@ -168,7 +168,7 @@ let package = Package(
         .target(name: "AzureTestSupport", dependencies: ["CVMCrypto", "CVMSupport", "CVMTestData"], path: "Tests/AzureTestSupport",
                 exclude: ["Scripts"]),
         .testTarget(name: "AzureProviderTests", dependencies: [
-            "AzureProvider", "CloudAuth", "Transport", "DiskImage", "CVMCrypto", "CVMSupport", "AzureTestSupport",
+            "AzureProvider", "CloudAuth", "Transport", "DiskImage", "CVMCrypto", "CVMSupport", "AzureTestSupport", "CVMTestData",
         ]),
         .testTarget(name: "DeployAzureTests", dependencies: [
             "AzureProvider", "AzureTestSupport", "CVMTestData", "CVMMatrix", "Deploy", "DiskImage", "CVMCrypto", "CVMSupport",

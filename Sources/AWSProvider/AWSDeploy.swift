@@ -39,14 +39,10 @@ public enum AWSDeploy {
     static func clients(region: String?, dryRun: Bool, plan: DeployPlan, environment: [String: String], home: String,
                         options: AWSUploadOptions, verbose: Bool) throws -> (AWSSession, EC2Client) {
         let configuration = try AWSDiscovery.resolve(environment: environment, home: home)
-        var transport = TransportConfiguration()
-        transport.environment = environment
-        transport.maxConcurrentTransfers = max(1, options.maxConcurrentTransfers)
-        transport.isCancelled = options.isCancelled
-        var logger = Logger(label: "cvm.aws", factory: { StreamLogHandler.standardError(label: $0) })
-        logger.logLevel = verbose ? .debug : .warning
+        let transport = TransportConfiguration(environment: environment, maxConcurrentTransfers: options.maxConcurrentTransfers,
+                                               isCancelled: options.isCancelled)
         let session = try AWSSession(configuration: configuration, region: region,
-                                     client: HTTPClient(configuration: transport, logger: logger))
+                                     client: HTTPClient(configuration: transport, logger: .commandLog(label: "cvm.aws", verbose: verbose)))
         return (session, EC2Client(session: session, dryRun: dryRun, plan: plan))
     }
 }

@@ -19,13 +19,9 @@ public enum AWSUpload {
         // Open first: a bad disk fails before any request is made.
         let disk = try DiskImageFile.open(diskPath)
         let configuration = try AWSDiscovery.resolve(environment: environment, home: home)
-        var transport = TransportConfiguration()
-        transport.environment = environment
-        transport.maxConcurrentTransfers = max(1, options.maxConcurrentTransfers)
-        transport.isCancelled = options.isCancelled
-        var logger = Logger(label: "cvm.aws", factory: { StreamLogHandler.standardError(label: $0) })
-        logger.logLevel = verbose ? .debug : .warning
-        let client = HTTPClient(configuration: transport, logger: logger)
+        let transport = TransportConfiguration(environment: environment, maxConcurrentTransfers: options.maxConcurrentTransfers,
+                                               isCancelled: options.isCancelled)
+        let client = HTTPClient(configuration: transport, logger: .commandLog(label: "cvm.aws", verbose: verbose))
         var options = options
         if resume { options.resumeStore = ResumeStore(environment: environment, home: home) }
 

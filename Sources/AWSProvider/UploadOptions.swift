@@ -2,7 +2,7 @@ import CVMSupport
 import Foundation
 
 /// Knobs of an AWS upload; the defaults suit real AWS.
-public struct AWSUploadOptions: Sendable {
+public struct AWSUploadOptions: Sendable, TransferObserving {
     /// Idempotency token of StartSnapshot (a retried start returns the same snapshot).
     public var clientToken: String = UUID().uuidString
     public var description: String = "uploaded by cvm-cli"

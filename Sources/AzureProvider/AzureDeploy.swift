@@ -53,13 +53,10 @@ public enum AzureDeploy {
         let subscriptionID = try subscription.flatMap { $0.isEmpty ? nil : $0 } ?? AzureDiscovery.subscriptionId(environment: environment)
         let credentials = try AzureDiscovery.entraCredentials(environment: environment)
         let endpoint = try ARMEndpoint(environment: environment)
-        var logger = Logger(label: "cvm.azure", factory: { StreamLogHandler.standardError(label: $0) })
-        logger.logLevel = verbose ? .debug : .warning
+        let logger = Logger.commandLog(label: "cvm.azure", verbose: verbose)
         let makeClient: @Sendable () -> HTTPClient = { [logger] in
-            var transport = TransportConfiguration()
-            transport.environment = environment
-            transport.maxConcurrentTransfers = max(1, options.maxConcurrentTransfers)
-            transport.isCancelled = options.isCancelled
+            var transport = TransportConfiguration(environment: environment, maxConcurrentTransfers: options.maxConcurrentTransfers,
+                                                   isCancelled: options.isCancelled)
             transport.errorParser = ARMClient.errorParser
             return HTTPClient(configuration: transport, logger: logger)
         }

@@ -20,14 +20,10 @@ public enum AzureUpload {
         // Open first: a bad disk fails before any credential is looked at or request made.
         let stream = try FixedVHDStream.open(diskPath, timestamp: options.footerTimestamp)
         let credentials = try AzureDiscovery.storageCredentials(environment: environment)
-        var transport = TransportConfiguration()
-        transport.environment = environment
-        transport.maxConcurrentTransfers = max(1, options.maxConcurrentTransfers)
-        transport.isCancelled = options.isCancelled
-        var logger = Logger(label: "cvm.azure", factory: { StreamLogHandler.standardError(label: $0) })
-        logger.logLevel = verbose ? .debug : .warning
+        let transport = TransportConfiguration(environment: environment, maxConcurrentTransfers: options.maxConcurrentTransfers,
+                                               isCancelled: options.isCancelled)
         let session = try AzureStorageSession(credentials: credentials,
-                                              client: HTTPClient(configuration: transport, logger: logger))
+                                              client: HTTPClient(configuration: transport, logger: .commandLog(label: "cvm.azure", verbose: verbose)))
         let upload = PageBlobUpload(session: session, options: options,
                                     store: AzureUploadStateStore(environment: environment, home: home))
         return try upload.run(diskPath: diskPath, stream: stream, destination: destination)

@@ -2,7 +2,7 @@ import CVMSupport
 import Foundation
 
 /// Knobs of a page blob upload; the defaults suit real Azure.
-public struct AzureUploadOptions: Sendable {
+public struct AzureUploadOptions: Sendable, TransferObserving {
     /// Continue the upload recorded in the cache folder (pages the blob holds are not resent).
     /// Without it the blob is created afresh.
     public var resume = false

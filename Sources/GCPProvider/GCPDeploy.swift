@@ -57,13 +57,8 @@ public enum GCPDeploy {
             guard let project = projectID ?? configuration.projectId, !project.isEmpty else {
                 throw CVMError.usage("no GCP project: pass --project_id, or set GOOGLE_CLOUD_PROJECT, or use a service-account key with project_id")
             }
-            var transport = TransportConfiguration()
-            transport.environment = environment
-            transport.maxConcurrentTransfers = 2
-            transport.isCancelled = isCancelled
-            var logger = Logger(label: "cvm.gcp", factory: { StreamLogHandler.standardError(label: $0) })
-            logger.logLevel = verbose ? .debug : .warning
-            let client = HTTPClient(configuration: transport, logger: logger)
+            let transport = TransportConfiguration(environment: environment, maxConcurrentTransfers: 2, isCancelled: isCancelled)
+            let client = HTTPClient(configuration: transport, logger: .commandLog(label: "cvm.gcp", verbose: verbose))
             let tokens = GoogleAccessTokenSource(credentials: configuration.credentials, client: client,
                                                  scopes: [GoogleCredentials.cloudPlatformScope])
             compute = ComputeClient(client: client, tokens: tokens, base: configuration.computeEndpoint, project: project,

@@ -29,13 +29,8 @@ public enum GCSUpload {
         let configuration = try GoogleDiscovery.resolve(environment: environment, home: home)
         let absolutePath = diskPath.hasPrefix("/") ? diskPath : FileManager.default.currentDirectoryPath + "/" + diskPath
 
-        var transport = TransportConfiguration()
-        transport.environment = environment
-        transport.maxConcurrentTransfers = 2
-        transport.isCancelled = options.isCancelled
-        var logger = Logger(label: "cvm.gcp", factory: { StreamLogHandler.standardError(label: $0) })
-        logger.logLevel = verbose ? .debug : .warning
-        let client = HTTPClient(configuration: transport, logger: logger)
+        let transport = TransportConfiguration(environment: environment, maxConcurrentTransfers: 2, isCancelled: options.isCancelled)
+        let client = HTTPClient(configuration: transport, logger: .commandLog(label: "cvm.gcp", verbose: verbose))
         let tokens = GoogleAccessTokenSource(credentials: configuration.credentials, client: client,
                                              scopes: ["https://www.googleapis.com/auth/devstorage.read_write"])
         let session = GCSResumableSession(client: client, tokens: tokens, deadline: options.requestDeadline)

@@ -1,8 +1,9 @@
+import CVMSupport
 import DiskImage
 import Foundation
 
 /// Knobs of a GCS upload; the defaults suit real GCS.
-public struct GCSUploadOptions: Sendable {
+public struct GCSUploadOptions: Sendable, TransferObserving {
     /// Bytes per resumable-upload request: a multiple of 256 KiB (GCS's rule for every chunk
     /// but the last). Larger chunks mean fewer round trips; memory is about three chunks.
     public var chunkSize: Int = 8 << 20

@@ -341,10 +341,11 @@ public enum LocalDeploy {
         httpGet(port: port, path: path).map(\.status)
     }
 
-    public static func httpGet(port: UInt16, path: String, timeout: Int = 5) -> (status: Int, body: [UInt8])? {
+    /// A TCP connection to 127.0.0.1:`port` whose sends and receives give up after `timeout`
+    /// seconds; nil when it cannot connect. The caller closes it.
+    public static func connectLoopback(port: UInt16, timeout: Int) -> Int32? {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { return nil }
-        defer { close(fd) }
         var tv = timeval(tv_sec: timeout, tv_usec: 0)
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
         setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
@@ -355,7 +356,16 @@ public enum LocalDeploy {
         let rc = withUnsafePointer(to: &addr) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
         }
-        guard rc == 0 else { return nil }
+        guard rc == 0 else {
+            close(fd)
+            return nil
+        }
+        return fd
+    }
+
+    public static func httpGet(port: UInt16, path: String, timeout: Int = 5) -> (status: Int, body: [UInt8])? {
+        guard let fd = connectLoopback(port: port, timeout: timeout) else { return nil }
+        defer { close(fd) }
         let request = Array("GET \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".utf8)
         guard request.withUnsafeBytes({ send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }) == request.count else { return nil }
         var response: [UInt8] = []

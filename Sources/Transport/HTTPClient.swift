@@ -224,3 +224,12 @@ private func hostOf(_ url: String) -> String {
     guard let r = url.range(of: "://") else { return url }
     return String(url[r.upperBound...].prefix { $0 != "/" && $0 != "?" })
 }
+
+extension Logger {
+    /// A cloud command's request log on stderr: every request with `--verbose`, else warnings only.
+    public static func commandLog(label: String, verbose: Bool) -> Logger {
+        var logger = Logger(label: label, factory: { StreamLogHandler.standardError(label: $0) })
+        logger.logLevel = verbose ? .debug : .warning
+        return logger
+    }
+}

@@ -27,6 +27,14 @@ public struct TransportConfiguration: Sendable {
 
     public init() {}
 
+    /// What a cloud command's client runs with: the command's environment, how many transfers
+    /// it allows in flight, and its Ctrl-C flag.
+    public init(environment: [String: String], maxConcurrentTransfers: Int, isCancelled: (@Sendable () -> Bool)?) {
+        self.environment = environment
+        self.maxConcurrentTransfers = max(1, maxConcurrentTransfers)
+        self.isCancelled = isCancelled
+    }
+
     var effectiveCABundle: String? {
         if let p = caBundlePath, !p.isEmpty { return p }
         if let p = environment["SSL_CERT_FILE"], !p.isEmpty { return p }

@@ -13,13 +13,9 @@ extension UploadCommand {
         }
         options.chunkSize = Int(chunk)
         options.resume = resume
-        // Progress (terminal line or JSON lines), Ctrl-C (stops the transfers; S3 aborts unless
-        // --resume) and --verbose step lines, the same for every destination.
         let hooks = TransferHooks(label: "upload \(target)", json: json, verbose: verbose)
         defer { hooks.finish() }
-        options.progress = hooks.progress
-        options.isCancelled = hooks.isCancelled
-        options.log = hooks.log
+        hooks.wire(&options)
         let r = try GCSUpload.run(diskPath: disk, destination: target, options: options, verbose: verbose)
         if json {
             try printJSON(GCSUploadJSON(r))

@@ -48,13 +48,9 @@ struct UploadCommand: ParsableCommand {
             if AzureBlobDestination.matches(destination) { return try runAzure() }
             let target = try UploadDestination(parsing: destination)
             var options = AWSUploadOptions()
-            // Progress (terminal line or JSON lines), Ctrl-C (stops the transfers; S3 aborts unless
-            // --resume) and --verbose step lines, the same for every destination.
             let hooks = TransferHooks(label: "upload \(target)", json: json, verbose: verbose)
             defer { hooks.finish() }
-            options.progress = hooks.progress
-            options.isCancelled = hooks.isCancelled
-            options.log = hooks.log
+            hooks.wire(&options)
             let r = try AWSUpload.run(diskPath: disk, destination: target, options: options, verbose: verbose, resume: resume)
             if json {
                 try printJSON(UploadJSON(r))
@@ -67,8 +63,9 @@ struct UploadCommand: ParsableCommand {
     }
 }
 
-/// What a transfer command hands its library: progress, cancellation by SIGINT/SIGTERM and
-/// `--verbose` step lines.
+/// What a transfer command hands its library, the same for every destination: progress (a
+/// terminal line, or JSON lines with --json), cancellation by SIGINT/SIGTERM (stops the
+/// transfers; S3 aborts unless --resume) and `--verbose` step lines.
 struct TransferHooks {
     let progress: (@Sendable (UInt64, UInt64) -> Void)?
     let isCancelled: @Sendable () -> Bool
@@ -90,6 +87,12 @@ struct TransferHooks {
         } else {
             log = nil
         }
+    }
+
+    func wire<Options: TransferObserving>(_ options: inout Options) {
+        options.progress = progress
+        options.isCancelled = isCancelled
+        options.log = log
     }
 
     func finish() { line?.finish() }

@@ -1,3 +1,4 @@
+import CVMTestData
 import AWSProvider
 import CVMCrypto
 import CVMSupport
@@ -338,15 +339,7 @@ final class AWSUploadMotoTests: XCTestCase {
     }
 
     /// The cvm-cli executable built next to the test bundle.
-    func cliBinary() throws -> String {
-        if let path = ProcessInfo.processInfo.environment["CVM_CLI_BINARY"] { return path }
-        let exe = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? Bundle.main.bundlePath
-        for dir in [URL(fileURLWithPath: exe).deletingLastPathComponent(), Bundle.main.bundleURL.deletingLastPathComponent()] {
-            let path = dir.appendingPathComponent("cvm-cli").path
-            if access(path, X_OK) == 0 { return path }
-        }
-        throw XCTSkip("cvm-cli executable not found next to the tests; run `swift build` first")
-    }
+    func cliBinary() throws -> String { try BuiltProducts.require("cvm-cli") }
 }
 
 /// Progress callbacks arrive from several threads.

@@ -5,7 +5,7 @@ import XCTest
 
 /// A `moto_server` on 127.0.0.1 (a free port) with SigV4 enforced for one IAM user's key.
 /// Started once per test class, stopped in teardown (by its own process id).
-public final class MotoServer: @unchecked Sendable {
+public final class MotoServer: @unchecked Sendable, LocalProcessHarness {
     static let scripts = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Scripts")
     public let endpoint: String
     public let accessKeyID: String
@@ -103,27 +103,11 @@ public final class MotoServer: @unchecked Sendable {
 
     // MARK: process plumbing
 
-    public typealias Output = TestProcess.Result
-
     @discardableResult
     public static func python(_ args: [String], allowFailure: Bool = false) throws -> Output {
         try run(["python3"] + args, allowFailure: allowFailure)
     }
 
-    /// Runs a command via /usr/bin/env, output to temp files (no pipe can fill up).
-    @discardableResult
-    public static func run(_ args: [String], environment: [String: String]? = nil, allowFailure: Bool = false) throws -> Output {
-        do {
-            return try TestProcess.checked(args, environment: environment, allowFailure: allowFailure)
-        } catch let failure as LocalServers.Failure {
-            throw CVMError.io(failure.description)
-        }
-    }
-
-    /// A port the kernel just handed out on 127.0.0.1 (bound to 0, then released).
-    public static func freePort() throws -> UInt16 { try LocalServers.freePort() }
-
-    public static func canConnect(port: UInt16) -> Bool { LocalServers.canConnect(port: port) }
 
     public static func monotonicNow() -> Double { ProcessInfo.processInfo.systemUptime }
 }

@@ -7,7 +7,7 @@ import XCTest
 /// The page-blob endpoint of `Scripts/page_blob_server.py` on 127.0.0.1 (a free port), with a
 /// random account key; every request's SharedKey is checked with azure-storage-blob's own
 /// policy. Started once per test class, stopped in teardown (by its own process).
-public final class PageBlobServer: @unchecked Sendable {
+public final class PageBlobServer: @unchecked Sendable, LocalProcessHarness {
     public static let scripts = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Scripts")
     public let account = "cvmtestacct"
     public let key: String
@@ -95,25 +95,7 @@ public final class PageBlobServer: @unchecked Sendable {
 
     // MARK: process plumbing
 
-    public typealias Output = TestProcess.Result
-
     private static func startPython(_ args: [String], port: UInt16, log: URL) throws -> Process {
         try LocalServers.startPython(script: scripts.appendingPathComponent(args[0]).path, Array(args.dropFirst()), port: port, log: log)
     }
-
-    /// Runs a command via /usr/bin/env, output to temp files (no pipe can fill up).
-    @discardableResult
-    public static func run(_ args: [String], environment: [String: String]? = nil, allowFailure: Bool = false) throws -> Output {
-        do {
-            return try TestProcess.checked(args, environment: environment, allowFailure: allowFailure)
-        } catch let failure as LocalServers.Failure {
-            throw CVMError.io(failure.description)
-        }
-    }
-
-    /// A port the kernel just handed out on 127.0.0.1 (bound to 0, then released).
-    public static func freePort() throws -> UInt16 { try LocalServers.freePort() }
-
-    public static func canConnect(port: UInt16) -> Bool { LocalServers.canConnect(port: port) }
-
 }

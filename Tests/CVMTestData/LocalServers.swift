@@ -101,3 +101,23 @@ extension TestProcess {
         return result
     }
 }
+
+/// The process plumbing every test-server harness offers as `Harness.run`, `Harness.freePort`
+/// and `Harness.canConnect` (moto, the page-blob server, the GCS emulator).
+public protocol LocalProcessHarness {}
+
+extension LocalProcessHarness {
+    public typealias Output = TestProcess.Result
+
+    /// Runs a command via /usr/bin/env, output to temp files (no pipe can fill up); a non-zero
+    /// exit throws with the end of stderr unless `allowFailure`.
+    @discardableResult
+    public static func run(_ args: [String], environment: [String: String]? = nil, allowFailure: Bool = false) throws -> Output {
+        try TestProcess.checked(args, environment: environment, allowFailure: allowFailure)
+    }
+
+    /// A port the kernel just handed out on 127.0.0.1 (bound to 0, then released).
+    public static func freePort() throws -> UInt16 { try LocalServers.freePort() }
+
+    public static func canConnect(port: UInt16) -> Bool { LocalServers.canConnect(port: port) }
+}

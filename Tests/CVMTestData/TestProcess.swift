@@ -37,16 +37,5 @@ public enum TestProcess {
     }
 
     /// The `cvm-cli` executable built next to the test bundle (or `$CVM_CLI_BINARY`), if any.
-    public static func cvmCLI() -> String? {
-        if let path = ProcessInfo.processInfo.environment["CVM_CLI_BINARY"] { return path }
-        var candidates = [Bundle.main.bundleURL, Bundle.main.bundleURL.deletingLastPathComponent()]
-        if let exe = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe") {
-            candidates.insert(URL(fileURLWithPath: exe).deletingLastPathComponent(), at: 0)
-        }
-        for dir in candidates {
-            let path = dir.appendingPathComponent("cvm-cli").path
-            if FileManager.default.isExecutableFile(atPath: path) { return path }
-        }
-        return nil
-    }
+    public static func cvmCLI() -> String? { BuiltProducts.path("cvm-cli") }
 }

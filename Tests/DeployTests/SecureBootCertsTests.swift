@@ -1,3 +1,4 @@
+import CVMTestData
 import CVMSupport
 import Deploy
 import Foundation
@@ -89,13 +90,5 @@ enum Proc {
     }
 
     /// The cvm-cli built next to the test bundle.
-    static func cvmCLI() throws -> String {
-        if let p = ProcessInfo.processInfo.environment["CVM_CLI_BINARY"] { return p }
-        let exe = try FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")
-        for dir in [URL(fileURLWithPath: exe).deletingLastPathComponent(), Bundle.main.bundleURL, Bundle.main.bundleURL.deletingLastPathComponent()] {
-            let path = dir.appendingPathComponent("cvm-cli").path
-            if FileManager.default.isExecutableFile(atPath: path) { return path }
-        }
-        throw CVMError.io("cvm-cli not found next to the tests; run swift build --build-tests")
-    }
+    static func cvmCLI() throws -> String { try BuiltProducts.require("cvm-cli") }
 }

@@ -8,7 +8,7 @@ import XCTest
 /// OAuth token server that verifies our RS256 JWTs against a service-account key made here, and
 /// a proxy that refuses storage requests without a token it issued (and injects faults on
 /// request). Everything is started by the tests and stopped by its own process id.
-public final class GCSHarness: @unchecked Sendable {
+public final class GCSHarness: @unchecked Sendable, LocalProcessHarness {
     public static let scripts = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Scripts")
     public static let bucket = "cvm-images"
     public static let clientEmail = "uploader@cvm-test.iam.gserviceaccount.com"
@@ -122,31 +122,6 @@ public final class GCSHarness: @unchecked Sendable {
 
     // MARK: process plumbing
 
-    public typealias Output = TestProcess.Result
-
-    /// Runs a command via /usr/bin/env, output to temp files (no pipe can fill up).
-    @discardableResult
-    public static func run(_ args: [String], environment: [String: String]? = nil, allowFailure: Bool = false) throws -> Output {
-        do {
-            return try TestProcess.checked(args, environment: environment, allowFailure: allowFailure)
-        } catch let failure as LocalServers.Failure {
-            throw CVMError.io(failure.description)
-        }
-    }
-
-    /// A port the kernel just handed out on 127.0.0.1 (bound to 0, then released).
-    public static func freePort() throws -> UInt16 { try LocalServers.freePort() }
-
-    public static func canConnect(port: UInt16) -> Bool { LocalServers.canConnect(port: port) }
-
     /// The cvm-cli executable built next to the test bundle.
-    public static func cliBinary() throws -> String {
-        if let path = ProcessInfo.processInfo.environment["CVM_CLI_BINARY"] { return path }
-        let exe = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? Bundle.main.bundlePath
-        for dir in [URL(fileURLWithPath: exe).deletingLastPathComponent(), Bundle.main.bundleURL.deletingLastPathComponent()] {
-            let path = dir.appendingPathComponent("cvm-cli").path
-            if access(path, X_OK) == 0 { return path }
-        }
-        throw XCTSkip("cvm-cli executable not found next to the tests; run `swift build` first")
-    }
+    public static func cliBinary() throws -> String { try BuiltProducts.require("cvm-cli") }
 }

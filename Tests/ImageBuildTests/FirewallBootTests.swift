@@ -18,18 +18,8 @@ final class FirewallBootTests: XCTestCase {
     /// (answered), the connection closed without bytes (the guest refused it), or nothing.
     /// QEMU's user network accepts the host side at once either way, so only this tells.
     func probe(_ port: UInt16, seconds: Int = 8) -> Probe {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard let fd = LocalDeploy.connectLoopback(port: port, timeout: seconds) else { return .closed }
         defer { close(fd) }
-        var tv = timeval(tv_sec: seconds, tv_usec: 0)
-        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
-        var addr = sockaddr_in()
-        addr.sin_family = sa_family_t(AF_INET)
-        addr.sin_port = port.bigEndian
-        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
-        let rc = withUnsafePointer(to: &addr) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-        }
-        guard rc == 0 else { return .closed }
         let request = Array("GET /golden-measurement HTTP/1.0\r\n\r\n".utf8)
         _ = request.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
         var byte = [UInt8](repeating: 0, count: 1)

@@ -1,3 +1,4 @@
+import CVMTestData
 import CVMSupport
 import Foundation
 import XCTest
@@ -8,15 +9,7 @@ enum ImageTestSupport {
     static let repo = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
         .deletingLastPathComponent().path
 
-    /// Executables built next to the test bundle (`swift build --build-tests` builds cvm-agent too).
-    static func product(_ name: String) throws -> String {
-        let dir = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
-        for candidate in [dir, dir.deletingLastPathComponent()] {
-            let path = candidate.appendingPathComponent(name).path
-            if FileManager.default.isExecutableFile(atPath: path) { return path }
-        }
-        throw CVMError.io("\(name) is not built next to the tests (\(dir.path)); run `swift build --build-tests` first")
-    }
+    static func product(_ name: String) throws -> String { try BuiltProducts.require(name) }
 
     /// An oracle tool; missing means the machine was not set up with install-deps.sh --with-test-tools.
     static func tool(_ name: String, package: String) throws -> ExternalTool {
