@@ -15,6 +15,12 @@ public struct ExternalTool: Sendable {
         self.path = path
     }
 
+    /// A program known by its path (one the caller found itself, e.g. an engine in the image);
+    /// named after its file.
+    public init(path: String) {
+        self.init(name: (path as NSString).lastPathComponent, package: "", path: path)
+    }
+
     /// Finds `name`; `purpose` says which command needs it (for the error message).
     public static func find(_ name: String, package: String, purpose: String) throws -> ExternalTool {
         if let path = locate(name) { return ExternalTool(name: name, package: package, path: path) }

@@ -38,11 +38,11 @@ public struct ComposeWorkload: Sendable {
     }
 
     /// Loads the image archives and starts the services. Returns the image names the engine
-    /// reported as loaded. Throws with the engine's own last lines when a step fails, or when a
-    /// service is not running afterwards (compose implementations differ in whether that alone
-    /// fails `up`).
+    /// reported as loaded and the running containers. Throws with the engine's own last lines
+    /// when a step fails, or when a service is not running afterwards (compose implementations
+    /// differ in whether that alone fails `up`).
     @discardableResult
-    public func start(workload: String) throws -> [String] {
+    public func start(workload: String) throws -> (loaded: [String], containers: [WorkloadContainer]) {
         var loaded: [String] = []
         for archive in try Self.imageArchives(in: workload) {
             let output = try run([engine.executable, "load", "-i", archive], step: "loading \((archive as NSString).lastPathComponent)")
@@ -57,7 +57,7 @@ public struct ComposeWorkload: Sendable {
         if !notRunning.isEmpty {
             throw CVMError.io("compose up: not running: " + notRunning.map { "\($0.name) (\($0.status))" }.joined(separator: ", "))
         }
-        return loaded
+        return (loaded, containers)
     }
 
     /// Stops and removes the workload's containers (`compose down`) using the folder's compose
@@ -113,7 +113,7 @@ public struct ComposeWorkload: Sendable {
     /// the image, service or file that is wrong).
     @discardableResult
     func run(_ command: [String], step: String, in directory: String? = nil, timeout: TimeInterval? = nil) throws -> String {
-        let tool = ExternalTool(name: (command[0] as NSString).lastPathComponent, package: "", path: command[0])
+        let tool = ExternalTool(path: command[0])
         let limit = timeout ?? commandTimeout
         let result = try tool.runCapturing(Array(command.dropFirst()), currentDirectory: directory, timeout: limit)
         guard result.status == 0 else {

@@ -61,8 +61,7 @@ public struct ContainerEngine: Sendable, Equatable {
 
     public static func exitsZero(_ command: [String]) -> Bool {
         guard let first = command.first else { return false }
-        let tool = ExternalTool(name: (first as NSString).lastPathComponent, package: "", path: first)
-        return (try? tool.runCapturing(Array(command.dropFirst())))?.status == 0
+        return (try? ExternalTool(path: first).runCapturing(Array(command.dropFirst())))?.status == 0
     }
 
     public var description: String {

@@ -69,15 +69,14 @@ final class WorkloadRunner: @unchecked Sendable {
         queue.async { [self] in
             log("starting the workload with \(compose.engine.description)")
             do {
-                let loaded = try compose.start(workload: folder)
-                if !loaded.isEmpty { log("images loaded: \(loaded.joined(separator: ", "))") }
-                let names = (try? compose.containers())?.map(\.name) ?? []
+                let started = try compose.start(workload: folder)
+                if !started.loaded.isEmpty { log("images loaded: \(started.loaded.joined(separator: ", "))") }
                 set(.running)
-                log("workload running: \(names.joined(separator: ", "))")
+                log("workload running: \(started.containers.map(\.name).joined(separator: ", "))")
             } catch {
-                let message = (error as? CVMError)?.message ?? "\(error)"
-                set(.failed(message))
-                log("WORKLOAD NOT RUNNING: \(message)")
+                // CVMError describes itself by its message.
+                set(.failed("\(error)"))
+                log("WORKLOAD NOT RUNNING: \(error)")
             }
         }
     }
@@ -93,9 +92,8 @@ final class WorkloadRunner: @unchecked Sendable {
                 set(.notRunning("stopped for a workload update"))
                 log("workload stopped")
             } catch {
-                let message = (error as? CVMError)?.message ?? "\(error)"
-                set(.failed(message))
-                log("workload stop failed: \(message)")
+                set(.failed("\(error)"))
+                log("workload stop failed: \(error)")
             }
         }
     }
@@ -122,7 +120,7 @@ final class WorkloadRunner: @unchecked Sendable {
                     json["workload_detail"] = "not running: " + stopped.map { "\($0.name) (\($0.status))" }.joined(separator: ", ")
                 }
             } catch {
-                json["containers_error"] = (error as? CVMError)?.message ?? "\(error)"
+                json["containers_error"] = "\(error)"
             }
         }
         if !warnings.isEmpty { json["workload_warnings"] = warnings }
