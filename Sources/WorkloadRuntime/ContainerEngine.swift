@@ -61,7 +61,8 @@ public struct ContainerEngine: Sendable, Equatable {
 
     public static func exitsZero(_ command: [String]) -> Bool {
         guard let first = command.first else { return false }
-        return (try? ExternalTool(path: first).runCapturing(Array(command.dropFirst())))?.status == 0
+        // A CLI that hangs (a docker client waiting on a dead daemon) must not stall the agent's start.
+        return (try? ExternalTool(path: first).runCapturing(Array(command.dropFirst()), timeout: 10))?.status == 0
     }
 
     public var description: String {
